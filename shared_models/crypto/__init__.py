@@ -1,0 +1,1 @@
+"""fedinterest: shared_models.crypto."""

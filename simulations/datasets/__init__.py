@@ -1,0 +1,1 @@
+"""fedinterest: simulations.datasets."""
