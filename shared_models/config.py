@@ -61,10 +61,43 @@ class TrainConfig:
 
 
 @dataclass
+class FederatedConfig:
+    num_server_rounds: int = 30
+    clients_per_round: int = 100  # devices sampled per round (all if larger than the population)
+    fraction_train: float = 0.0  # > 0 overrides clients_per_round with ceil(fraction * num_devices)
+    min_train_nodes: int = 2  # fewer valid updates than this and the round keeps the previous model
+    local_epochs: int = 1
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | sgd, on the device, fresh each round
+    batch_size: int = 16  # expected (Poisson) batch of training windows on a device
+    personal_short_term: bool = True  # false federates the short-term encoder and gate too
+    eval_every: int = 5  # evaluate on validation items every N rounds (0 = only at the end)
+    eval_clients: int = 0  # devices evaluated per validation round (0 = all)
+    seed: int = 0
+    backend: str = "ray"  # ray (Flower simulation engine) | inline (same process, for tests/debugging)
+    num_cpus: float = 1.0  # Ray resources per simulated device
+    num_gpus: float = 0.0
+    ray_address: str = ""  # existing Ray cluster address ("" = start a local one)
+    device: str = "cpu"  # torch device on simulated devices: cpu | cuda | auto
+
+
+@dataclass
+class PrivacyConfig:
+    mode: str = "example"  # none | example (DP-SGD on each device; one sample = one disjoint window)
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    target_epsilon: float = 8.0  # a device whose next round would exceed this declines to train
+    delta: float = 1e-5  # 0 = 1 / (largest number of training interactions on a device)
+    accountant: str = "rdp"
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def validate(self) -> "Config":
         """Range checks that types alone cannot express; raise ConfigError naming the key."""
@@ -82,7 +115,25 @@ class Config:
         _check(self.train.device in ("cpu", "cuda", "auto"), "train.device", "cpu | cuda | auto",
                self.train.device)
         _check(self.data.min_interactions >= 3, "data.min_interactions", ">= 3", self.data.min_interactions)
+        self._validate_federated()
         return self
+
+    def _validate_federated(self) -> None:
+        f, p = self.federated, self.privacy
+        for key in ("num_server_rounds", "clients_per_round", "local_epochs", "batch_size", "min_train_nodes"):
+            _check(getattr(f, key) >= 1, f"federated.{key}", ">= 1", getattr(f, key))
+        _check(0.0 <= f.fraction_train <= 1.0, "federated.fraction_train", "in [0, 1]", f.fraction_train)
+        _check(f.lr > 0, "federated.lr", "> 0", f.lr)
+        _check(f.eval_every >= 0, "federated.eval_every", ">= 0", f.eval_every)
+        _check(f.optimizer in ("adam", "sgd"), "federated.optimizer", "adam | sgd", f.optimizer)
+        _check(f.backend in ("ray", "inline"), "federated.backend", "ray | inline", f.backend)
+        _check(f.device in ("cpu", "cuda", "auto"), "federated.device", "cpu | cuda | auto", f.device)
+        _check(p.mode in PRIVACY_MODES, "privacy.mode", f"one of {PRIVACY_MODES}", p.mode)
+        if p.mode != "none":
+            _check(p.noise_multiplier > 0, "privacy.noise_multiplier", "> 0", p.noise_multiplier)
+            _check(p.max_grad_norm > 0, "privacy.max_grad_norm", "> 0", p.max_grad_norm)
+            _check(p.target_epsilon > 0, "privacy.target_epsilon", "> 0", p.target_epsilon)
+            _check(0 <= p.delta < 1, "privacy.delta", "in [0, 1)", p.delta)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

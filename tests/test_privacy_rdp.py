@@ -73,9 +73,14 @@ def test_compute_rdp_matches_opacus(sigma: float, q: float) -> None:
 
 @pytest.mark.parametrize(
     ("q", "sigma", "alpha"),
-    [(1e-4, 20.0, 1.1), (1e-3, 5.0, 1.5), (0.01, 1.0, 2.5), (0.3, 0.7, 3.0), (0.01, 1.0, 17.0)],
+    [(1e-4, 5.0, 1.1), (1e-3, 5.0, 1.5), (0.01, 1.0, 2.5), (0.3, 0.7, 3.0), (0.01, 1.0, 17.0), (0.05, 2.0, 6.0)],
 )
 def test_compute_rdp_matches_high_precision_integral(q: float, sigma: float, alpha: float) -> None:
+    ours = compute_rdp(noise_multiplier=sigma, sample_rate=q, steps=1, orders=[alpha])[0]
+    assert ours == pytest.approx(_reference_rdp(q, sigma, alpha), rel=1e-5)
+
+
+def _reference_rdp(q: float, sigma: float, alpha: float) -> float:
     """A_alpha = E_{z~N(0,s^2)}[((1-q) + q exp((2z-1)/(2 s^2)))^alpha] (Mironov et al. 2019), by mpmath."""
     mpmath = pytest.importorskip("mpmath")
     with mpmath.workdps(40):
@@ -85,9 +90,20 @@ def test_compute_rdp_matches_high_precision_integral(q: float, sigma: float, alp
             return mpmath.npdf(z, 0, s) * ((1 - qq) + qq * mpmath.exp((2 * z - 1) / (2 * s * s))) ** a
 
         a_alpha = mpmath.quad(integrand, [-mpmath.inf, -10 * s, 0, 1, 10 * s, mpmath.inf])
-        expected = float(mpmath.log(a_alpha) / (a - 1))
-    ours = compute_rdp(noise_multiplier=sigma, sample_rate=q, steps=1, orders=[alpha])[0]
-    assert ours == pytest.approx(expected, rel=1e-4)
+        return float(mpmath.log(a_alpha) / (a - 1))
+
+
+@pytest.mark.parametrize(("q", "sigma"), [(1e-4, 20.0), (1e-7, 1.0), (2e-8, 0.5), (1e-9, 30.0)])
+def test_tiny_rate_fractional_orders_are_conservative(q: float, sigma: float) -> None:
+    """Where the fractional series loses precision, an upper bound (never a negative value) is used."""
+    orders = [1.1, 1.5, 1.9, 2.0, 7.3, 8.0]
+    rdp = compute_rdp(noise_multiplier=sigma, sample_rate=q, steps=1, orders=orders)
+    assert np.all(rdp >= 0)
+    slack = 1 + 1e-12
+    assert max(rdp[0], rdp[1], rdp[2]) <= rdp[3] * slack and rdp[4] <= rdp[5] * slack
+    if q >= 1e-4:
+        assert rdp[0] >= _reference_rdp(q, sigma, 1.1) * (1 - 1e-9)
+    assert epsilon_from_history([(sigma, q, 10**6)], delta=DELTA) >= 0
 
 
 def test_mnist_known_value_with_opacus_alphas() -> None:
@@ -146,6 +162,8 @@ def test_balle_conversion_formula() -> None:
         {"noise_multiplier": 1.0, "sample_rate": 0.1, "steps": -1},
         {"noise_multiplier": float("nan"), "sample_rate": 0.1, "steps": 1},
         {"noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 1, "orders": [1.0, 2.0]},
+        {"noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 1, "orders": [2.0, float("inf")]},
+        {"noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 1, "orders": []},
     ],
 )
 def test_compute_rdp_rejects_bad_input(kwargs: dict) -> None:

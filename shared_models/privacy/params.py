@@ -76,13 +76,13 @@ def check_target_epsilon(value: object) -> float:
 
 
 def check_orders(orders: Iterable[object]) -> tuple[float, ...]:
-    """A non-empty sequence of Rényi orders, each strictly greater than 1."""
+    """A non-empty sequence of finite Rényi orders, each strictly greater than 1."""
     checked = tuple(check_real("order", alpha) for alpha in orders)
     if not checked:
         raise ValueError("orders must not be empty")
-    bad = [alpha for alpha in checked if alpha <= MIN_ORDER_EXCLUSIVE]
+    bad = [alpha for alpha in checked if not MIN_ORDER_EXCLUSIVE < alpha < math.inf]
     if bad:
-        raise ValueError(f"every Rényi order must be > 1, got {bad}")
+        raise ValueError(f"every Rényi order must be finite and > 1, got {bad}")
     return checked
 
 

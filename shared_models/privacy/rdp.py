@@ -133,10 +133,8 @@ def _rdp_one_order(q: float, sigma: float, alpha: float) -> float:
         return 0.0  # the output never depends on the data
     if sigma == 0.0:
         return math.inf  # no noise, no privacy
-    if math.isinf(alpha):
-        return math.inf
     if q == 1.0:
-        return alpha / (2.0 * sigma**2)  # plain Gaussian mechanism (Mironov 2017, Prop. 7)
+        return alpha / (2.0 * sigma**2)  # plain Gaussian mechanism (Mironov 2017)
     if alpha.is_integer():
         rdp = _log_a_integer(q, sigma, int(alpha)) / (alpha - 1.0)
         return math.inf if math.isnan(rdp) else rdp  # NaN only from overflow: be conservative
@@ -146,8 +144,9 @@ def _rdp_one_order(q: float, sigma: float, alpha: float) -> float:
 def _rdp_fractional_order(q: float, sigma: float, alpha: float) -> float:
     """RDP at a fractional order, never below the truth beyond the series' precision.
 
-    ``log A_α = (α-1)·D_α`` is convex in α (van Erven & Harremoës, "Rényi
-    Divergence and Kullback-Leibler Divergence", IEEE T-IT 2014, Thm 11) and
+    ``log A_α = (α-1)·D_α = log E[L^α]`` is convex in α (moments are
+    log-convex, by Hölder's inequality; see van Erven & Harremoës, "Rényi
+    Divergence and Kullback-Leibler Divergence", IEEE T-IT 2014) and
     ``log A_1 = 0``, so the chord between the exactly computed integer orders
     ``floor(α)`` and ``ceil(α)`` bounds it from above.  The bound replaces the
     series when ``log A_α`` is below :data:`FRACTIONAL_LOG_A_FLOOR` (tiny q:

@@ -1,0 +1,152 @@
+"""What one device does in a round, as plain functions (the ClientApp only converts Messages).
+
+``device_train``: load the global shared weights and this device's personal weights, train the whole local
+model on the device's own windows (DP-SGD when ``privacy.mode = example``), compose the spend into the
+persistent ledger, save the personal weights, and return ONLY the shared weights and the example count.
+``device_evaluate``: score the full catalogue for the device's validation or test item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from client.store import PRIVACY_UNIT, DeviceStore
+from shared_models.config import Config
+from shared_models.dp_training import sample_rate_for, train_local, train_local_dp
+from shared_models.evaluation import rank_targets
+from shared_models.model import InterestModel
+from shared_models.sequences import build_windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """One user's leave-one-out data, as it sits on the device."""
+
+    device_id: str
+    train: np.ndarray  # chronological training items
+    valid: int
+    test: int
+    num_items: int
+
+
+@dataclass
+class TrainOutcome:
+    shared: "OrderedDict[str, np.ndarray]" = field(default_factory=OrderedDict)  # empty when refused
+    num_examples: int = 0
+    refused: bool = False
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def shared_keys(model: InterestModel, *, personal_short_term: bool) -> list[str]:
+    """Names of the parameters that leave the device (everything when the short-term part is federated)."""
+    if personal_short_term:
+        return list(model.shared_state().keys())
+    return [n for n, _ in model.named_parameters()]
+
+
+def build_device_model(cfg: Config, num_items: int, text: torch.Tensor | None, device_id: str) -> InterestModel:
+    """Model with a deterministic per-device init (the shared part is overwritten by the global weights)."""
+    torch.manual_seed(cfg.federated.seed * 1_000_003 + _stable_hash(device_id))
+    return InterestModel(cfg.model, num_items, text=text)
+
+
+def load_weights(model: InterestModel, shared: dict[str, np.ndarray], store: DeviceStore) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in shared.items():
+            if k not in params:
+                raise KeyError(f"global weights carry unknown parameter {k!r}")
+            params[k].copy_(torch.as_tensor(np.asarray(v)).view_as(params[k]))
+        personal = store.load_personal()
+        for k, v in (personal or {}).items():
+            if k in params and k not in shared:
+                params[k].copy_(v)
+
+
+def dp_plan(num_examples: int, *, batch_size: int, epochs: int) -> tuple[float, int]:
+    """(sample rate, steps) that ``train_local_dp`` will use: Opacus' q = 1 / batches-per-epoch."""
+    batch = max(1, int(round(sample_rate_for(num_examples, batch_size) * num_examples)))
+    batches = math.ceil(num_examples / batch)
+    return 1.0 / batches, batches * epochs
+
+
+def resolve_delta(cfg: Config, num_interactions: int) -> float:
+    return cfg.privacy.delta if cfg.privacy.delta > 0 else 1.0 / max(1, num_interactions)
+
+
+def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
+                 round_id: int, text: torch.Tensor | None = None, max_interactions: int = 0) -> TrainOutcome:
+    """One local training round; see the module docstring. Refuses (without training) past the budget."""
+    fed, priv = cfg.federated, cfg.privacy
+    validate_device_data(data)
+    windows = build_windows([data.train], max_len=cfg.model.max_len, stride=0)
+    if len(windows) == 0:
+        return TrainOutcome(refused=True, reason=f"device {data.device_id}: no training window (history too short)")
+    model = build_device_model(cfg, data.num_items, text, data.device_id)
+    load_weights(model, global_shared, store)
+    seed = fed.seed * 7919 + round_id * 104729 + _stable_hash(data.device_id)
+    common = dict(epochs=fed.local_epochs, lr=fed.lr, batch_size=fed.batch_size, seed=seed,
+                  optimizer=fed.optimizer)
+    metrics: dict[str, float] = {}
+    if priv.mode == "example":
+        ledger = store.ledger(priv, delta=resolve_delta(cfg, max_interactions))
+        q, steps = dp_plan(len(windows), batch_size=fed.batch_size, epochs=fed.local_epochs)
+        if ledger.would_exceed(noise_multiplier=priv.noise_multiplier, sample_rate=q, num_steps=steps):
+            eps = ledger.epsilon()
+            return TrainOutcome(refused=True, reason=f"budget: epsilon {eps:.3f} would exceed target "
+                                f"{priv.target_epsilon} after this round", metrics={"epsilon": eps})
+        result = train_local_dp(model, windows, noise_multiplier=priv.noise_multiplier,
+                                max_grad_norm=priv.max_grad_norm, **common)
+        ledger.record(round_id=round_id, noise_multiplier=result.noise_multiplier,
+                      sample_rate=result.sample_rate, num_steps=result.steps)
+        metrics.update(epsilon=ledger.epsilon(), steps=float(ledger.total_steps), sample_rate=result.sample_rate)
+    else:
+        result = train_local(model, windows, **common)
+    keys = shared_keys(model, personal_short_term=fed.personal_short_term)
+    params = dict(model.named_parameters())
+    store.save_personal({k: v for k, v in params.items() if k not in keys})
+    shared = OrderedDict((k, params[k].detach().cpu().numpy().copy()) for k in keys)
+    metrics["train_loss"] = result.loss
+    return TrainOutcome(shared=shared, num_examples=result.num_examples, metrics=metrics)
+
+
+def device_evaluate(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
+                    stage: str, text: torch.Tensor | None = None) -> int:
+    """1-based full-catalogue rank of the device's ``stage`` item ("valid" or "test"), history masked."""
+    if stage not in ("valid", "test"):
+        raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+    model = build_device_model(cfg, data.num_items, text, data.device_id)
+    load_weights(model, global_shared, store)
+    history = data.train if stage == "valid" else np.append(data.train, data.valid)
+    target = data.valid if stage == "valid" else data.test
+    ranks = rank_targets(model, [history], np.array([target]), num_items=data.num_items,
+                         max_len=cfg.model.max_len, batch_size=1)
+    return int(ranks[0])
+
+
+def validate_device_data(data: DeviceData) -> None:
+    """Fail this device (not the round) with a message naming the device and the bad value."""
+    items = np.concatenate([np.asarray(data.train, dtype=np.int64), [data.valid, data.test]])
+    bad = items[(items < 1) | (items >= data.num_items)]
+    if len(bad):
+        raise ValueError(f"device {data.device_id}: item index {int(bad[0])} outside the catalogue "
+                         f"[1, {data.num_items - 1}] ({len(bad)} bad entries)")
+
+
+def privacy_unit(cfg: Config) -> str | None:
+    return PRIVACY_UNIT[cfg.privacy.mode]
+
+
+def _stable_hash(text: str) -> int:
+    """A process-independent small hash (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") % 1_000_003

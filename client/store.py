@@ -1,0 +1,61 @@
+"""A device's persistent state directory: personal parameters and the privacy ledger.
+
+Layout (one directory per device; in simulation ``RUN_DIR/devices/<device-id>/``):
+- ``personal.pt``  the personal parameters (short-term encoder, fusion gate), written atomically
+- ``ledger.json``  the privacy ledger (``shared_models.privacy.PrivacyLedger``), written atomically
+Everything here stays on the device; nothing in this directory is ever sent to the server.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from shared_models.config import PrivacyConfig
+from shared_models.privacy import PrivacyLedger
+
+PRIVACY_UNIT = {"none": None, "example": "interaction"}
+
+
+class DeviceStore:
+    """Atomic, crash-safe storage for one device's personal state."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def personal_path(self) -> Path:
+        return self.root / "personal.pt"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / "ledger.json"
+
+    def load_personal(self) -> dict[str, torch.Tensor] | None:
+        if not self.personal_path.is_file():
+            return None
+        try:
+            return torch.load(self.personal_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for corrupt files
+            raise RuntimeError(f"{self.personal_path}: cannot read personal state ({exc})") from exc
+
+    def save_personal(self, state: dict[str, torch.Tensor]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".personal.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.personal_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def ledger(self, privacy: PrivacyConfig, *, delta: float) -> PrivacyLedger:
+        """Open (or create) the ledger; a mismatched stored delta/unit/accountant is an error."""
+        return PrivacyLedger.open(self.ledger_path, accountant=privacy.accountant, delta=delta,
+                                  unit=PRIVACY_UNIT[privacy.mode] or "none", target_epsilon=privacy.target_epsilon)

@@ -1,0 +1,103 @@
+"""The server loop's transport over a Flower Grid (Message API): one message per sampled node."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+
+from server.loop import TrainReply
+from shared_models.config import Config
+from shared_models.messages import (ARRAYS, CONFIG, KEY_CONFIG_JSON, KEY_REASON, KEY_ROUND, KEY_RUN_DIR,
+                                    KEY_STAGE, METRICS, config_to_json)
+
+log = logging.getLogger(__name__)
+NODE_WAIT_S = 120.0  # how long to wait for the expected number of nodes to register
+POLL_S = 0.5
+
+
+class GridTransport:
+    """Node index i is the i-th registered node id in sorted order (node ids are opaque uint64)."""
+
+    def __init__(self, grid, cfg: Config, run_dir: str, *, expected_nodes: int, timeout_s: float | None) -> None:
+        self.grid, self.cfg, self.run_dir = grid, cfg, str(run_dir)
+        self.timeout_s = timeout_s
+        self._config_json = config_to_json(cfg)
+        self._ids = self._wait_for_nodes(expected_nodes)
+
+    def __enter__(self) -> "GridTransport":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def _wait_for_nodes(self, expected: int) -> list[int]:
+        deadline = time.monotonic() + NODE_WAIT_S
+        while True:
+            ids = sorted(int(i) for i in self.grid.get_node_ids())
+            if len(ids) >= expected or time.monotonic() > deadline:
+                if len(ids) < expected:
+                    log.warning("only %d of %d expected nodes registered; carrying on", len(ids), expected)
+                return ids
+            time.sleep(POLL_S)
+
+    def node_ids(self) -> list[int]:
+        return list(range(len(self._ids)))
+
+    def _send(self, nodes: list[int], content_fn, message_type: str) -> dict[int, Message]:
+        msgs = [Message(content_fn(), dst_node_id=self._ids[n], message_type=message_type) for n in nodes]
+        sent = {}
+        replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout_s))
+        for m, n in zip(msgs, nodes):
+            sent[m.metadata.message_id] = n
+        return {sent[r.metadata.reply_to_message_id]: r for r in replies if r.metadata.reply_to_message_id in sent}
+
+    def _content(self, round_id: int, shared: dict[str, np.ndarray], stage: str = "") -> RecordDict:
+        arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in shared.items()})
+        cfg = ConfigRecord({KEY_ROUND: round_id, KEY_STAGE: stage, KEY_CONFIG_JSON: self._config_json,
+                            KEY_RUN_DIR: self.run_dir})
+        return RecordDict({ARRAYS: arrays, CONFIG: cfg})
+
+    def train(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray]) -> list[TrainReply]:
+        replies = self._send(nodes, lambda: self._content(round_id, shared), MessageType.TRAIN)
+        out = []
+        for n in nodes:
+            msg = replies.get(n)
+            if msg is None:
+                out.append(TrainReply(node=n, error="no reply (dropped or timed out)"))
+            elif msg.has_error():
+                out.append(TrainReply(node=n, error=f"code {msg.error.code}: {_short(msg.error.reason)}"))
+            else:
+                out.append(_train_reply(n, msg))
+        return out
+
+    def evaluate(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray], stage: str) -> dict[int, int]:
+        replies = self._send(nodes, lambda: self._content(round_id, shared, stage), MessageType.EVALUATE)
+        ranks = {}
+        for n, msg in replies.items():
+            if msg.has_error():
+                log.warning("node %d failed to evaluate: %s", n, _short(msg.error.reason))
+            else:
+                ranks[n] = int(msg.content[METRICS]["rank"])
+        return ranks
+
+
+def _train_reply(node: int, msg: Message) -> TrainReply:
+    metrics = dict(msg.content[METRICS])
+    refused = bool(metrics.pop("refused", 0))
+    num_examples = int(metrics.pop("num-examples", 0))
+    reason = str(msg.content[CONFIG].get(KEY_REASON, "")) if CONFIG in msg.content else ""
+    shared = None
+    if not refused and ARRAYS in msg.content:
+        shared = {k: a.numpy() for k, a in msg.content[ARRAYS].items()}
+    if refused:
+        log.info("node %d declined to train: %s", node, reason)
+    return TrainReply(node=node, shared=shared, num_examples=num_examples, refused=refused,
+                      metrics={k: float(v) for k, v in metrics.items()})
+
+
+def _short(reason: str, limit: int = 300) -> str:
+    lines = [ln for ln in str(reason).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "")[:limit]

@@ -1,0 +1,82 @@
+"""Ed25519 signatures over a canonical, domain-separated encoding of an update.
+
+Signed message (all integers big endian)::
+
+    domain tag (NUL-terminated ASCII) | round_id u64 | len(device_id utf-8) u16 |
+    device_id utf-8 | payload SHA-256 (32 bytes)
+
+Device updates use ``fedinterest/update-signature/v1``; the server's aggregate
+uses ``fedinterest/aggregate-signature/v1`` with device_id ``""``, so a
+signature can never be replayed across roles, rounds, devices or payloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+UPDATE_DOMAIN = b"fedinterest/update-signature/v1\0"
+AGGREGATE_DOMAIN = b"fedinterest/aggregate-signature/v1\0"
+
+
+def payload_sha256(payload: bytes) -> bytes:
+    """SHA-256 digest of a payload (what the signatures cover)."""
+    return hashlib.sha256(payload).digest()
+
+
+def signed_message(domain: bytes, *, round_id: int, device_id: str, payload_sha256: bytes) -> bytes:
+    """Canonical bytes that are signed; ValueError on malformed arguments."""
+    if isinstance(round_id, bool) or not isinstance(round_id, int) or not 0 <= round_id < 2 ** 64:
+        raise ValueError(f"round_id must be an int in [0, 2**64), got {round_id!r}")
+    if not isinstance(device_id, str):
+        raise ValueError(f"device_id must be a str, got {device_id!r}")
+    dev = device_id.encode("utf-8")
+    if len(dev) > 0xFFFF:
+        raise ValueError("device_id too long")
+    if not isinstance(payload_sha256, (bytes, bytearray)) or len(payload_sha256) != 32:
+        raise ValueError("payload_sha256 must be 32 bytes")
+    return domain + struct.pack(">QH", round_id, len(dev)) + dev + bytes(payload_sha256)
+
+
+def _verify(public_key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    if not isinstance(signature, (bytes, bytearray)) or len(signature) != 64:
+        return False
+    try:
+        public_key.verify(bytes(signature), message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def sign_update(private_key: Ed25519PrivateKey, *, round_id: int, device_id: str,
+                payload_sha256: bytes) -> bytes:
+    """Device signature of its encrypted update for one round."""
+    if not device_id:
+        raise ValueError("device_id must be non-empty")
+    return private_key.sign(signed_message(UPDATE_DOMAIN, round_id=round_id, device_id=device_id,
+                                           payload_sha256=payload_sha256))
+
+
+def verify_update(public_key: Ed25519PublicKey, signature: bytes, *, round_id: int,
+                  device_id: str, payload_sha256: bytes) -> bool:
+    """True iff ``signature`` is the device's signature of exactly these fields."""
+    msg = signed_message(UPDATE_DOMAIN, round_id=round_id, device_id=device_id,
+                         payload_sha256=payload_sha256)
+    return _verify(public_key, signature, msg)
+
+
+def sign_aggregate(private_key: Ed25519PrivateKey, *, round_id: int, payload_sha256: bytes) -> bytes:
+    """Server signature of the aggregate it sends back for one round."""
+    return private_key.sign(signed_message(AGGREGATE_DOMAIN, round_id=round_id, device_id="",
+                                           payload_sha256=payload_sha256))
+
+
+def verify_aggregate(public_key: Ed25519PublicKey, signature: bytes, *, round_id: int,
+                     payload_sha256: bytes) -> bool:
+    """True iff ``signature`` is the server's signature of this round's aggregate."""
+    msg = signed_message(AGGREGATE_DOMAIN, round_id=round_id, device_id="",
+                         payload_sha256=payload_sha256)
+    return _verify(public_key, signature, msg)

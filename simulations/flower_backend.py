@@ -1,0 +1,50 @@
+"""Run a job on Flower's simulation engine (Ray backend): one SuperNode per device.
+
+``run_simulation`` runs the ServerApp in a thread of this process, so the job (config + run dir) is handed
+to it through ``server.app.JOB`` and the result comes back the same way. Clients get the config inside each
+message. The simulated device's data is chosen by its ``partition-id`` and loaded once per Ray actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from shared_models.config import Config
+from simulations.devices import population
+
+log = logging.getLogger(__name__)
+
+
+def backend_config(cfg: Config) -> dict[str, Any]:
+    f = cfg.federated
+    init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
+    if f.ray_address:
+        init_args["address"] = f.ray_address
+    else:
+        init_args["num_cpus"] = os.cpu_count() or 1
+    return {"client_resources": {"num_cpus": f.num_cpus, "num_gpus": f.num_gpus}, "init_args": init_args}
+
+
+def run_flower_simulation(cfg: Config, run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    from flwr.simulation import run_simulation
+
+    from client.app import app as client_app
+    from server import app as server_module
+
+    num_devices = len(population(cfg).devices)
+    server_module.JOB.update(cfg=cfg, run_dir=run_dir, progress=progress, expected_nodes=num_devices, result=None)
+    try:
+        run_simulation(server_app=server_module.app, client_app=client_app, num_supernodes=num_devices,
+                       backend_name="ray", backend_config=backend_config(cfg), verbose_logging=False)
+        result = server_module.JOB.get("result")
+        if result is None:
+            raise RuntimeError(f"the ServerApp did not finish: see the log above (run dir {run_dir})")
+        return result
+    finally:
+        server_module.JOB.clear()

@@ -1,0 +1,27 @@
+"""Shared builders for the federated tests: a tiny synthetic population and a small model config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared_models.config import Config, build_config
+from simulations.datasets import make_synthetic, write_csv
+
+TINY_MODEL = {"hidden": 16, "max-len": 12, "short-len": 4, "num-layers": 1, "num-heads": 2, "inner": 32,
+              "dropout": 0.0}
+
+
+def synthetic_csv(path: Path, *, users: int = 12, items: int = 40, seed: int = 0) -> Path:
+    write_csv(make_synthetic(num_users=users, num_items=items, seed=seed), path)
+    return path
+
+
+def tiny_config(dataset: Path, **sections) -> Config:
+    data = {"data": {"dataset": str(dataset)}, "model": dict(TINY_MODEL),
+            "federated": {"backend": "inline", "num-server-rounds": 2, "clients-per-round": 4,
+                          "min-train-nodes": 1, "eval-every": 0, "batch-size": 4, "lr": 0.01},
+            "privacy": {"mode": "example", "noise-multiplier": 1.0, "max-grad-norm": 1.0,
+                        "target-epsilon": 50.0, "delta": 1e-5}}
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return build_config(data)

@@ -1,0 +1,77 @@
+"""Device-side invariants: personal weights stay, ledger composes and persists, budget refusals."""
+
+import numpy as np
+import pytest
+import torch
+
+from client.device import DeviceData, device_evaluate, device_train, dp_plan
+from client.store import DeviceStore
+from shared_models.privacy import RDPAccountant
+from shared_models.sequences import build_windows
+from simulations.devices import initial_shared, population
+from tests.fed_helpers import synthetic_csv, tiny_config
+
+
+@pytest.fixture
+def setup(tmp_path):
+    cfg = tiny_config(synthetic_csv(tmp_path / "synth.csv"))
+    pop = population(cfg)
+    return cfg, pop, initial_shared(cfg, pop.num_items, pop.text), tmp_path
+
+
+def test_reply_carries_only_shared_parameters(setup):
+    cfg, pop, shared, tmp = setup
+    out = device_train(data=pop.devices[0], store=DeviceStore(tmp / "d0"), global_shared=shared, cfg=cfg, round_id=1)
+    assert not out.refused and out.num_examples > 0
+    assert set(out.shared) == set(shared)
+    assert not any(k.startswith(("short.", "gate.")) for k in out.shared)
+    personal = torch.load(tmp / "d0" / "personal.pt", weights_only=True)
+    assert personal and all(k.startswith(("short.", "gate.")) for k in personal)
+    assert any(not np.array_equal(out.shared[k], shared[k]) for k in shared)  # it trained
+
+
+def test_ledger_composes_over_rounds_and_survives_restart(setup):
+    cfg, pop, shared, tmp = setup
+    dev = pop.devices[1]
+    for r in (1, 2):
+        device_train(data=dev, store=DeviceStore(tmp / "d1"), global_shared=shared, cfg=cfg, round_id=r)
+    ledger = DeviceStore(tmp / "d1").ledger(cfg.privacy, delta=cfg.privacy.delta)  # a fresh process would do this
+    n = len(build_windows([dev.train], max_len=cfg.model.max_len))
+    q, steps = dp_plan(n, batch_size=cfg.federated.batch_size, epochs=cfg.federated.local_epochs)
+    acc = RDPAccountant()
+    acc.step(noise_multiplier=1.0, sample_rate=q, num_steps=2 * steps)
+    one = RDPAccountant()
+    one.step(noise_multiplier=1.0, sample_rate=q, num_steps=steps)
+    assert ledger.total_steps == 2 * steps
+    assert ledger.epsilon() == pytest.approx(acc.get_epsilon(delta=1e-5), rel=1e-9)
+    assert ledger.epsilon() > one.get_epsilon(delta=1e-5)
+
+
+def test_device_declines_past_its_budget(setup):
+    cfg, pop, shared, tmp = setup
+    cfg.privacy.target_epsilon = 0.5  # one full-batch step at sigma 1 already costs more
+    out = device_train(data=pop.devices[2], store=DeviceStore(tmp / "d2"), global_shared=shared, cfg=cfg, round_id=1)
+    assert out.refused and "budget" in out.reason and not out.shared
+    assert not (tmp / "d2" / "personal.pt").exists()
+
+
+def test_personal_state_survives_restart_and_is_used(setup):
+    cfg, pop, shared, tmp = setup
+    dev = pop.devices[3]
+    device_train(data=dev, store=DeviceStore(tmp / "d3"), global_shared=shared, cfg=cfg, round_id=1)
+    rank_trained = device_evaluate(data=dev, store=DeviceStore(tmp / "d3"), global_shared=shared, cfg=cfg, stage="test")
+    (tmp / "d3" / "personal.pt").rename(tmp / "d3" / "moved.pt")
+    rank_fresh = device_evaluate(data=dev, store=DeviceStore(tmp / "d3"), global_shared=shared, cfg=cfg, stage="test")
+    (tmp / "d3" / "moved.pt").rename(tmp / "d3" / "personal.pt")
+    rank_again = device_evaluate(data=dev, store=DeviceStore(tmp / "d3"), global_shared=shared, cfg=cfg, stage="test")
+    assert rank_again == rank_trained
+    assert 1 <= rank_fresh <= pop.num_items
+    stored = DeviceStore(tmp / "d3").load_personal()
+    assert stored is not None and "gate.w.weight" in stored
+
+
+def test_bad_item_in_device_data_raises_clearly(setup):
+    cfg, pop, shared, tmp = setup
+    bad = DeviceData(device_id="bad", train=np.array([1, 2, 10_000, 3, 4]), valid=1, test=2, num_items=pop.num_items)
+    with pytest.raises(ValueError, match="device bad: item index 10000 outside the catalogue"):
+        device_train(data=bad, store=DeviceStore(tmp / "bad"), global_shared=shared, cfg=cfg, round_id=1)
