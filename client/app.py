@@ -1,8 +1,9 @@
-"""The Flower ClientApp: thin glue. Converts Messages <-> arrays and calls ``client.device`` functions.
+"""The Flower ClientApp: thin glue. Converts Messages <-> arrays/bytes and calls ``client.round``.
 
 Each message carries the run config; the device's data is the population entry at ``partition-id``
 (simulation). Personal weights and the privacy ledger live in the device's state directory under the run
-dir, so they survive rounds, restarts and Ray actor recycling. Only shared weights are ever replied.
+dir, so they survive rounds, restarts and Ray actor recycling. Only shared weights (plaintext) or an
+encrypted, signed update (HE) are ever replied.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.device import device_evaluate, device_train
+from client.round import evaluate_round, train_round
 from client.store import DeviceStore
-from shared_models.messages import (ARRAYS, CONFIG, KEY_CONFIG_JSON, KEY_REASON, KEY_ROUND, KEY_RUN_DIR,
-                                    KEY_STAGE, METRICS, config_from_json)
+from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_CONFIG_JSON, KEY_DEVICE_ID, KEY_KEYS_DIR,
+                                    KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE, KEY_SIGNED_ROUND, KEY_STAGE,
+                                    METRICS, UPDATE, bytes_array, config_from_json)
 from simulations.devices import device_state_dir, population
 
 DEVICE_THREADS = 1
@@ -29,28 +31,36 @@ def _setup(msg: Message, context: Context):
     pop = population(cfg)
     data = pop.devices[int(context.node_config["partition-id"])]
     store = DeviceStore(device_state_dir(str(conf[KEY_RUN_DIR]), data.device_id))
-    shared = {k: a.numpy() for k, a in msg.content[ARRAYS].items()}
-    return cfg, pop, data, store, shared, conf
+    arrays = msg.content[ARRAYS]
+    if cfg.he.enabled:
+        received = bytes(arrays[GLOBAL_SUM].data) if GLOBAL_SUM in arrays else None
+    else:
+        received = {k: a.numpy() for k, a in arrays.items()}
+    return cfg, pop, data, store, received, conf
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg, pop, data, store, shared, conf = _setup(msg, context)
-    out = device_train(data=data, store=store, global_shared=shared, cfg=cfg, round_id=int(conf[KEY_ROUND]),
-                       text=pop.text, max_interactions=pop.max_interactions)
-    metrics = {"num-examples": out.num_examples, "refused": int(out.refused), **out.metrics}
-    content = RecordDict({METRICS: MetricRecord({k: _finite(v) for k, v in metrics.items()}),
-                          CONFIG: ConfigRecord({KEY_REASON: out.reason})})
-    if not out.refused:
-        content[ARRAYS] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in out.shared.items()})
+    cfg, pop, data, store, received, conf = _setup(msg, context)
+    rep = train_round(data=data, store=store, received=received, cfg=cfg, round_id=int(conf[KEY_ROUND]), node=-1,
+                      text=pop.text, max_interactions=pop.max_interactions, keys_dir=str(conf[KEY_KEYS_DIR]))
+    metrics = {"num-examples": rep.num_examples, "refused": int(rep.refused), **rep.metrics}
+    content = RecordDict({
+        METRICS: MetricRecord({k: _finite(v) for k, v in metrics.items()}),
+        CONFIG: ConfigRecord({KEY_REASON: rep.reason, KEY_DEVICE_ID: rep.device_id, KEY_SIGNED_ROUND: rep.round_id,
+                              KEY_SIGNATURE: rep.signature})})
+    if rep.payload is not None:
+        content[ARRAYS] = ArrayRecord({UPDATE: bytes_array(rep.payload)})
+    elif rep.shared:
+        content[ARRAYS] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in rep.shared.items()})
     return Message(content, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    cfg, pop, data, store, shared, conf = _setup(msg, context)
-    rank = device_evaluate(data=data, store=store, global_shared=shared, cfg=cfg, stage=str(conf[KEY_STAGE]),
-                           text=pop.text)
+    cfg, pop, data, store, received, conf = _setup(msg, context)
+    rank = evaluate_round(data=data, store=store, received=received, cfg=cfg, stage=str(conf[KEY_STAGE]),
+                          text=pop.text, keys_dir=str(conf[KEY_KEYS_DIR]))
     return Message(RecordDict({METRICS: MetricRecord({"rank": rank})}), reply_to=msg)
 
 

@@ -60,6 +60,15 @@ def build_device_model(cfg: Config, num_items: int, text: torch.Tensor | None, d
     return InterestModel(cfg.model, num_items, text=text)
 
 
+def initial_shared(cfg: Config, num_items: int, text: torch.Tensor | None) -> "OrderedDict[str, np.ndarray]":
+    """The initial global shared weights: a model built from the seed every party shares (round 1)."""
+    torch.manual_seed(cfg.federated.seed)
+    model = InterestModel(cfg.model, num_items, text=text)
+    params = dict(model.named_parameters())
+    return OrderedDict((k, params[k].detach().numpy().copy())
+                       for k in shared_keys(model, personal_short_term=cfg.federated.personal_short_term))
+
+
 def load_weights(model: InterestModel, shared: dict[str, np.ndarray], store: DeviceStore) -> None:
     params = dict(model.named_parameters())
     with torch.no_grad():

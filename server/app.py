@@ -27,7 +27,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    from simulations.simulate import run_job  # late import: keeps the ServerApp module light
+    from simulations.simulate import prepare_keys, run_job  # late import: keeps the ServerApp module light
 
     if JOB.get("cfg") is not None:
         cfg, run_dir, progress = JOB["cfg"], Path(JOB["run_dir"]), JOB.get("progress", True)
@@ -37,7 +37,9 @@ def main(grid: Grid, context: Context) -> None:
         run_dir = Path(str(context.run_config.get("run-dir", DEFAULT_RUN_DIR))).resolve()
         progress, expected = False, len(population(cfg).devices)
     run_dir.mkdir(parents=True, exist_ok=True)
-    transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S)
-    result = run_job(cfg, transport, run_dir, progress=progress)
+    keys_dir = prepare_keys(cfg, population(cfg), run_dir)
+    transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S,
+                              keys_dir=keys_dir)
+    result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
     JOB["result"] = result
     log.info("metrics written to %s", run_dir / "metrics.json")

@@ -10,8 +10,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Rec
 
 from server.loop import TrainReply
 from shared_models.config import Config
-from shared_models.messages import (ARRAYS, CONFIG, KEY_CONFIG_JSON, KEY_REASON, KEY_ROUND, KEY_RUN_DIR,
-                                    KEY_STAGE, METRICS, config_to_json)
+from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_CONFIG_JSON, KEY_DEVICE_ID, KEY_KEYS_DIR,
+                                    KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE, KEY_SIGNED_ROUND, KEY_STAGE,
+                                    METRICS, UPDATE, bytes_array, config_to_json)
 
 log = logging.getLogger(__name__)
 NODE_WAIT_S = 120.0  # how long to wait for the expected number of nodes to register
@@ -21,8 +22,9 @@ POLL_S = 0.5
 class GridTransport:
     """Node index i is the i-th registered node id in sorted order (node ids are opaque uint64)."""
 
-    def __init__(self, grid, cfg: Config, run_dir: str, *, expected_nodes: int, timeout_s: float | None) -> None:
-        self.grid, self.cfg, self.run_dir = grid, cfg, str(run_dir)
+    def __init__(self, grid, cfg: Config, run_dir: str, *, expected_nodes: int, timeout_s: float | None,
+                 keys_dir: str = "") -> None:
+        self.grid, self.cfg, self.run_dir, self.keys_dir = grid, cfg, str(run_dir), keys_dir
         self.timeout_s = timeout_s
         self._config_json = config_to_json(cfg)
         self._ids = self._wait_for_nodes(expected_nodes)
@@ -54,10 +56,14 @@ class GridTransport:
             sent[m.metadata.message_id] = n
         return {sent[r.metadata.reply_to_message_id]: r for r in replies if r.metadata.reply_to_message_id in sent}
 
-    def _content(self, round_id: int, shared: dict[str, np.ndarray], stage: str = "") -> RecordDict:
-        arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in shared.items()})
+    def _content(self, round_id: int, received, stage: str = "") -> RecordDict:
+        """Plaintext: the global arrays. HE: the encrypted global sum as raw bytes (absent in round 1)."""
+        if isinstance(received, dict):
+            arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in received.items()})
+        else:
+            arrays = ArrayRecord({GLOBAL_SUM: bytes_array(received)} if received else {})
         cfg = ConfigRecord({KEY_ROUND: round_id, KEY_STAGE: stage, KEY_CONFIG_JSON: self._config_json,
-                            KEY_RUN_DIR: self.run_dir})
+                            KEY_RUN_DIR: self.run_dir, KEY_KEYS_DIR: self.keys_dir})
         return RecordDict({ARRAYS: arrays, CONFIG: cfg})
 
     def train(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray]) -> list[TrainReply]:
@@ -86,16 +92,19 @@ class GridTransport:
 
 def _train_reply(node: int, msg: Message) -> TrainReply:
     metrics = dict(msg.content[METRICS])
-    refused = bool(metrics.pop("refused", 0))
-    num_examples = int(metrics.pop("num-examples", 0))
-    reason = str(msg.content[CONFIG].get(KEY_REASON, "")) if CONFIG in msg.content else ""
-    shared = None
-    if not refused and ARRAYS in msg.content:
-        shared = {k: a.numpy() for k, a in msg.content[ARRAYS].items()}
-    if refused:
-        log.info("node %d declined to train: %s", node, reason)
-    return TrainReply(node=node, shared=shared, num_examples=num_examples, refused=refused,
-                      metrics={k: float(v) for k, v in metrics.items()})
+    conf = msg.content[CONFIG] if CONFIG in msg.content else {}
+    rep = TrainReply(node=node, refused=bool(metrics.pop("refused", 0)), num_examples=int(metrics.pop("num-examples", 0)),
+                     reason=str(conf.get(KEY_REASON, "")), device_id=str(conf.get(KEY_DEVICE_ID, "")),
+                     round_id=int(conf.get(KEY_SIGNED_ROUND, 0)), signature=bytes(conf.get(KEY_SIGNATURE, b"")),
+                     metrics={k: float(v) for k, v in metrics.items()})
+    arrays = msg.content[ARRAYS] if ARRAYS in msg.content else {}
+    if UPDATE in arrays:
+        rep.payload = bytes(arrays[UPDATE].data)
+    elif arrays and not rep.refused:
+        rep.shared = {k: a.numpy() for k, a in arrays.items()}
+    if rep.refused:
+        log.info("node %d declined to train: %s", node, rep.reason)
+    return rep
 
 
 def _short(reason: str, limit: int = 300) -> str:

@@ -31,11 +31,47 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainReply:
     node: int
-    shared: dict[str, np.ndarray] | None = None
-    num_examples: int = 0
+    shared: dict[str, np.ndarray] | None = None  # plaintext transport
+    num_examples: int = 0  # plaintext transport only (under HE the weight is inside the ciphertext)
     refused: bool = False
+    reason: str = ""  # why a device declined (e.g. its privacy budget)
     error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    device_id: str = ""  # HE transport: who signed
+    round_id: int = 0  # HE transport: the round the device signed
+    payload: bytes | None = None  # HE transport: encrypted weighted update
+    signature: bytes = b""
+
+
+class PlainFedAvg:
+    """Plaintext FedAvg: the server holds the global shared weights (``he.enabled = false``)."""
+
+    def __init__(self, shared: dict[str, np.ndarray]) -> None:
+        self.shared = shared
+        self._accepted: list[TrainReply] = []
+        self.aggregate_s = 0.0
+        self.round_aggregate_s = 0.0
+
+    def broadcast(self) -> dict[str, np.ndarray]:
+        return self.shared
+
+    def begin(self, round_id: int, nodes: list[int]) -> None:
+        self._accepted = []
+
+    def offer(self, reply: TrainReply) -> str:
+        reason = check_update(reply, self.shared)
+        if not reason:
+            self._accepted.append(reply)
+        return reason
+
+    def finish(self, *, min_train_nodes: int) -> bool:
+        if len(self._accepted) < min_train_nodes:
+            return False
+        t0 = time.perf_counter()
+        self.shared = fedavg([a.shared for a in self._accepted], [a.num_examples for a in self._accepted])
+        self.round_aggregate_s = time.perf_counter() - t0
+        self.aggregate_s += self.round_aggregate_s
+        return True
 
 
 class Transport(Protocol):
@@ -57,6 +93,8 @@ class RoundStats:
     epsilon_mean: float
     wall_s: float
     metrics: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, list[float]] = field(default_factory=dict)  # per accepted update: encrypt_s, bytes, ...
+    aggregate_s: float = 0.0
 
 
 def sample_nodes(nodes: list[int], cfg: Config, rng: np.random.Generator) -> list[int]:
@@ -85,10 +123,11 @@ def check_update(reply: TrainReply, expected: dict[str, np.ndarray]) -> str:
     return ""
 
 
-def run_rounds(cfg: Config, transport: Transport, shared: dict[str, np.ndarray], *, start_round: int = 1,
-               on_round: Callable[[RoundStats, dict[str, np.ndarray]], None] | None = None,
-               progress: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], list[RoundStats]]:
-    """Run rounds ``start_round..num_server_rounds``; return the final shared weights and per-round stats."""
+def run_rounds(cfg: Config, transport: Transport, strategy, *, start_round: int = 1,
+               on_round: Callable[[RoundStats], None] | None = None,
+               progress: Callable[[int], None] | None = None) -> list[RoundStats]:
+    """Run rounds ``start_round..num_server_rounds`` with ``strategy`` (PlainFedAvg or server-blind
+    aggregation); the final global state stays in the strategy. Returns per-round stats."""
     rng = np.random.default_rng(cfg.federated.seed)
     for _ in range(1, start_round):  # replay the sampler so a resumed run samples the same devices
         sample_nodes(transport.node_ids(), cfg, rng)
@@ -96,23 +135,24 @@ def run_rounds(cfg: Config, transport: Transport, shared: dict[str, np.ndarray],
     for r in range(start_round, cfg.federated.num_server_rounds + 1):
         t0 = time.perf_counter()
         nodes = sample_nodes(transport.node_ids(), cfg, rng)
-        replies = transport.train(r, nodes, shared)
-        shared, st = _aggregate_round(cfg, r, replies, shared)
+        strategy.begin(r, nodes)
+        replies = transport.train(r, nodes, strategy.broadcast())
+        st = _aggregate_round(cfg, r, replies, strategy)
         if cfg.federated.eval_every and r % cfg.federated.eval_every == 0:
-            st.metrics = evaluate_nodes(cfg, transport, r, shared, "valid", rng)
+            st.metrics = evaluate_nodes(cfg, transport, r, strategy.broadcast(), "valid", rng)
         st.wall_s = time.perf_counter() - t0
         stats.append(st)
         log.info("round %d: %d/%d valid, %d refused, %d failed, loss %.3f, eps max %.2f %s", r, st.valid,
                  st.sampled, st.refused, st.failed, st.loss, st.epsilon_max,
                  {k: round(v, 4) for k, v in st.metrics.items() if k in ("recall@10", "ndcg@10")})
         if on_round:
-            on_round(st, shared)
+            on_round(st)
         if progress:
             progress(r)
-    return shared, stats
+    return stats
 
 
-def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], shared):
+def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], strategy) -> RoundStats:
     accepted, refused, failed, rejected = [], 0, 0, 0
     for rep in replies:
         if rep.error:
@@ -120,23 +160,22 @@ def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], shared):
             log.warning("round %d: device on node %d failed: %s", r, rep.node, rep.error)
         elif rep.refused:
             refused += 1
-        elif reason := check_update(rep, shared):
+        elif reason := strategy.offer(rep):
             rejected += 1
             log.warning("round %d: update from node %d rejected: %s", r, rep.node, reason)
         else:
             accepted.append(rep)
-    if len(accepted) >= cfg.federated.min_train_nodes:
-        shared = fedavg([a.shared for a in accepted], [a.num_examples for a in accepted])
-    else:
+    if not strategy.finish(min_train_nodes=cfg.federated.min_train_nodes):
         log.warning("round %d: %d valid updates < min_train_nodes=%d: keeping the previous model", r,
                     len(accepted), cfg.federated.min_train_nodes)
-    eps = [rep.metrics["epsilon"] for rep in replies if "epsilon" in rep.metrics]
     losses = [a.metrics.get("train_loss", math.nan) for a in accepted]
+    timings = {k: [a.metrics[k] for a in accepted if k in a.metrics] for k in ("encrypt_s", "decrypt_s")}
+    timings["bytes_per_update"] = [float(len(a.payload)) for a in accepted if a.payload is not None]
     st = RoundStats(round=r, sampled=len(replies), valid=len(accepted), refused=refused, failed=failed,
                     rejected=rejected, loss=float(np.nanmean(losses)) if losses else math.nan,
-                    epsilon_max=max(eps, default=0.0), epsilon_mean=float(np.mean(eps)) if eps else 0.0,
-                    wall_s=0.0)
-    return shared, st
+                    epsilon_max=0.0, epsilon_mean=0.0, wall_s=0.0, timings=timings,
+                    aggregate_s=getattr(strategy, "round_aggregate_s", 0.0))
+    return st
 
 
 def evaluate_nodes(cfg: Config, transport: Transport, r: int, shared, stage: str,

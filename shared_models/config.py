@@ -92,12 +92,40 @@ class PrivacyConfig:
 
 
 @dataclass
+class HESection:
+    """Server-blind aggregation (TenSEAL CKKS); see shared_models/crypto/he_config.py for the encoding."""
+
+    enabled: bool = True
+    poly_modulus_degree: int = 4096
+    coeff_mod_bit_sizes: tuple[int, ...] = (44, 20)
+    scale_bits: int = 0  # CKKS scale 2**scale_bits; 0 = the largest that cannot overflow (best precision)
+    pack_bits: int = 0  # 0 = one value per slot (float mode); > 0 = BatchCrypt-style packing
+    quant_bits: int = 16
+    clip_range: float = 8.0  # |shared weight| bound the encoding carries (checked, never clipped silently)
+    max_summands: int = 1024  # most updates summed in one round
+    max_weight: int = 32  # per-device FedAvg weight cap (training windows); larger devices count as this
+    keys_dir: str = ""  # "" = RUN_DIR/keys, made by the harness acting as key authority
+
+    def to_he_config(self):
+        from shared_models.crypto import HEConfig  # tenseal import only when HE is used
+
+        fields = {k: v for k, v in self.__dict__.items() if k != "keys_dir"}
+        try:
+            if not fields["scale_bits"]:
+                fields["scale_bits"] = HEConfig(**{**fields, "scale_bits": 1}).max_scale_bits
+            return HEConfig(**fields)
+        except ValueError as exc:
+            raise ConfigError(f"he: {exc}") from None
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    he: HESection = field(default_factory=HESection)
 
     def validate(self) -> "Config":
         """Range checks that types alone cannot express; raise ConfigError naming the key."""

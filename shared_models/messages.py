@@ -20,6 +20,12 @@ KEY_STAGE = "stage"
 KEY_CONFIG_JSON = "fedinterest-config"
 KEY_RUN_DIR = "run-dir"
 KEY_REASON = "reason"
+KEY_KEYS_DIR = "keys-dir"
+KEY_DEVICE_ID = "device-id"
+KEY_SIGNATURE = "signature"
+KEY_SIGNED_ROUND = "signed-round"
+GLOBAL_SUM = "global-sum"  # ArrayRecord key of the encrypted global sum (raw bytes)
+UPDATE = "update"  # ArrayRecord key of a device's encrypted update (raw bytes)
 
 
 @functools.lru_cache(maxsize=8)
@@ -30,3 +36,10 @@ def config_from_json(text: str) -> Config:
 
 def config_to_json(cfg: Config) -> str:
     return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+def bytes_array(data: bytes):
+    """A Flower Array carrying raw bytes (no numpy header/copy)."""
+    from flwr.app import Array
+
+    return Array("uint8", (len(data),), "raw.bytes", data)

@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fedinterest: privacy-preserving federated long/short-term interest recommender.")
 data_app = typer.Typer(no_args_is_help=True, help="Fetch or generate datasets.")
 app.add_typer(data_app, name="data")
+keys_app = typer.Typer(no_args_is_help=True, help="Key authority: CKKS contexts, signing keys, sealed secrets.")
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 
 
@@ -68,6 +70,37 @@ def data_synth(out: Path = typer.Option(..., help="CSV file to write (user,item,
     inter = make_synthetic(num_users=users, num_items=items, seed=seed)
     write_csv(inter, out)
     console.print(f"wrote {len(inter.users)} interactions of {users} users over {items} items to {out}")
+
+
+@keys_app.command("init")
+def keys_init(out: Path = typer.Option(..., help="directory to create (clients/ and server/ inside)"),
+              dataset: Optional[str] = typer.Option(None, help="one device per user of this dataset"),
+              num_devices: Optional[int] = typer.Option(None, help="devices named 0..N-1 (instead of --dataset)"),
+              config: Optional[Path] = typer.Option(None, help="TOML config whose [he] section to use"),
+              set_: list[str] = typer.Option([], "--set", help="dotted override, e.g. --set he.max-weight=16"),
+              overwrite: bool = typer.Option(False, help="replace an existing key directory")) -> None:
+    """Create the CKKS context (secret for devices, public for the server), Ed25519 keys, sealed secrets."""
+    _setup_logging(False)
+    from shared_models.crypto import init_keys
+    from simulations.datasets import DatasetError
+
+    try:
+        cfg = load_config(config, set_)
+        if (dataset is None) == (num_devices is None):
+            _fail("give exactly one of --dataset or --num-devices")
+        if dataset is not None:
+            from dataclasses import replace
+
+            from simulations.data import load_split
+
+            ids = list(load_split(replace(cfg.data, dataset=dataset)).user_ids)
+        else:
+            ids = [str(i) for i in range(num_devices)]
+        layout = init_keys(out, device_ids=ids, he=cfg.he.to_he_config(), overwrite=overwrite)
+    except (ConfigError, DatasetError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"keys for {len(ids)} devices: server (public context, no secret key) in {layout.server_dir}, "
+                  f"devices (sealed CKKS secret, signing keys) in {layout.clients_dir}")
 
 
 @app.command("train-central")

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from client.device import DeviceData, shared_keys
+from client.device import DeviceData, initial_shared  # noqa: F401  (re-exported for the harness)
 from shared_models.config import Config, DataConfig, ModelConfig, build_config
 from shared_models.factory import item_text_tensor
-from shared_models.model import InterestModel
 from simulations.data import load_split
 
 
@@ -50,15 +48,6 @@ def _population(key: str) -> Population:
 def population(cfg: Config) -> Population:
     """The simulated devices for ``cfg.data`` (cached per process)."""
     return _population(_key(cfg))
-
-
-def initial_shared(cfg: Config, num_items: int, text: torch.Tensor | None) -> "OrderedDict[str, np.ndarray]":
-    """The initial global shared weights: a model built from the seed every party shares."""
-    torch.manual_seed(cfg.federated.seed)
-    model = InterestModel(cfg.model, num_items, text=text)
-    params = dict(model.named_parameters())
-    return OrderedDict((k, params[k].detach().numpy().copy())
-                       for k in shared_keys(model, personal_short_term=cfg.federated.personal_short_term))
 
 
 def config_from_run_config(run_config: dict) -> Config:

@@ -6,7 +6,7 @@ import torch
 
 from client.device import DeviceData, build_device_model, load_weights
 from client.store import DeviceStore
-from server.loop import run_rounds
+from server.loop import PlainFedAvg, run_rounds
 from shared_models.sequences import build_windows
 from simulations.devices import Population, initial_shared, population
 from simulations.inline import InlineTransport
@@ -22,7 +22,9 @@ def test_one_client_full_participation_equals_centralized_sgd(tmp_path):
     full = population(cfg)
     pop = Population([full.devices[0]], full.num_items, None, len(full.devices[0].train))
     shared0 = initial_shared(cfg, pop.num_items, None)
-    final, stats = run_rounds(cfg, InlineTransport(cfg, pop, tmp_path / "run"), shared0)
+    strategy = PlainFedAvg(shared0)
+    stats = run_rounds(cfg, InlineTransport(cfg, pop, tmp_path / "run"), strategy)
+    final = strategy.shared
     assert [s.valid for s in stats] == [1] * rounds
 
     dev = pop.devices[0]
@@ -47,7 +49,9 @@ def test_failing_device_does_not_stop_the_round(tmp_path):
     bad = DeviceData("broken", np.array([1, 2, 99_999, 3]), 1, 2, good.num_items)
     pop = Population([bad] + good.devices[:3], good.num_items, None, good.max_interactions)
     shared0 = initial_shared(cfg, pop.num_items, None)
-    final, stats = run_rounds(cfg, InlineTransport(cfg, pop, tmp_path / "run"), shared0)
+    strategy = PlainFedAvg(shared0)
+    stats = run_rounds(cfg, InlineTransport(cfg, pop, tmp_path / "run"), strategy)
+    final = strategy.shared
     assert (stats[0].failed, stats[0].valid) == (1, 3)
     assert any(not np.array_equal(final[k], shared0[k]) for k in final)
 
@@ -58,7 +62,9 @@ def test_refusals_are_counted_and_the_model_is_kept_when_too_few_train(tmp_path)
                       privacy={"target-epsilon": 0.1})
     pop = population(cfg)
     shared0 = initial_shared(cfg, pop.num_items, None)
-    final, stats = run_rounds(cfg, InlineTransport(cfg, pop, tmp_path / "run"), shared0)
+    strategy = PlainFedAvg(shared0)
+    stats = run_rounds(cfg, InlineTransport(cfg, pop, tmp_path / "run"), strategy)
+    final = strategy.shared
     assert (stats[0].refused, stats[0].valid) == (3, 0)
     assert all(np.array_equal(final[k], shared0[k]) for k in final)
 

@@ -9,17 +9,29 @@ server   agg = Aggregator(public_ctx, expected_count=cfg.n_ciphertexts(n_params)
          summed = agg.to_bytes()              # or sum_ciphertexts(public_ctx, payloads, ...)
 device   avg, total_weight = decrypt_average(secret_ctx, summed, cfg=cfg)
 
-Why this encoding (measured with benchmarks/bench_he.py, 250k params, 100
-devices, one core): stock TenSEAL serialization stores both ciphertext
-polynomials as zstd-compressed 64-bit words (FLARE default ~57 B/param,
-depth-0 N=4096 [60,49] ~32 B/param, even a 44-bit symmetric context ~24 B/param,
-because TenSEAL does not emit SEAL's seeded form).  Devices hold the secret key,
-so they encrypt symmetrically and *re-seed* the ciphertext (c1 = PRG(seed)),
-sending only seed + c0 bit-packed at P = 44 bits: 2*44 bits per slot =
-~11.1 B/param, relative error ~1e-6 with the default ranges.  BatchCrypt-style
-packing (``pack_bits > 0``) is implemented and measured but loses here: the
-lane headroom for weight*summands (~16 bits) leaves too few bits per lane in
-the <= 40 exact bits of a CKKS slot (see HEConfig docs and the benchmark).
+Why this encoding (benchmarks/bench_he.py --params 250000 --devices 100, one
+core, x ~ N(0, 0.05^2) + per-device N(0, 0.01^2), weights U[10, 300]):
+
+    setting                      B/param  enc s/dev  agg s (100)  dec s  rel err
+    native FLARE N=8192 [60,40,40] 58.30    0.255      2.42      0.071  3e-09
+    native N=4096 [60,49] 2^40     32.31    0.186      0.74      0.040  3e-09
+    native N=4096 [44,20] sym      26.86    0.109      1.17      0.045  9e-07
+    seeded float P=40, 2^17        10.08    0.211      0.84      0.055  1.5e-05
+    seeded float P=44, 2^21 (def)  11.08    0.194      0.99      0.038  9e-07
+    seeded packed q16, 1 lane      15.11    0.206      0.57      0.054  3.3e-04
+    seeded packed q4, 2 lanes       7.62    0.102      0.28      0.022  18
+
+Stock TenSEAL serialization stores both ciphertext polynomials as
+zstd-compressed 64-bit words and never emits SEAL's seeded form, so even a
+depth-0 44-bit symmetric context costs ~27 B/param.  Devices hold the secret
+key, so they encrypt symmetrically and *re-seed* each ciphertext (c1 = PRG(seed),
+see ckks.py), sending seed + c0 bit-packed at P bits: 2*P bits per slot.  P=44
+meets <= 12 B/param with ~100x margin on the 1e-4 relative-error target; P=40
+saves 1 B/param but keeps only ~7x margin (error grows as the weights shrink,
+see HEConfig.max_scale_bits).  BatchCrypt-style packing (``pack_bits > 0``) is
+implemented and measured but loses: the lane headroom for
+max_summands*max_weight (~16 bits) leaves too few bits per lane in the <= 40
+exact bits of a CKKS slot (one 16-bit lane: 15 B/param; two lanes: 4-bit codes).
 """
 
 from .aggregate import Aggregator, EncryptedUpdate, load_ciphertexts, sum_ciphertexts

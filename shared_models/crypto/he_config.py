@@ -190,7 +190,8 @@ class HEConfig:
             key = "max_summands" if self.max_summands < 1 else "max_weight"
             raise ValueError(f"{key} must be >= 1")
         clip = self.clip_range
-        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip <= 0:
+        if (isinstance(clip, bool) or not isinstance(clip, (int, float))
+                or not math.isfinite(clip) or clip <= 0):
             raise ValueError(f"clip_range must be a finite number > 0, got {clip!r}")
         if self.rounding not in ROUNDING_MODES:
             raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {self.rounding!r}")

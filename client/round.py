@@ -1,0 +1,66 @@
+"""One device round over either transport: plaintext weights, or server-blind (CKKS + Ed25519).
+
+Both the ClientApp and the inline simulator call these, so simulation and deployment run the same code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import torch
+
+from client.device import DeviceData, device_evaluate, device_train, initial_shared
+from client.secure import decode_global, device_keys, encode_update
+from client.store import DeviceStore
+from server.loop import TrainReply
+from shared_models.config import Config
+
+HE_VISIBLE_METRICS = ("train_loss", "decrypt_s", "encrypt_s")  # what a device reports in clear under server-blind aggregation
+
+
+@functools.lru_cache(maxsize=4)
+def _template(cfg_json: str, num_items: int, text_id: int, text: torch.Tensor | None):
+    from shared_models.messages import config_from_json
+
+    return initial_shared(config_from_json(cfg_json), num_items, text)
+
+
+def global_weights(cfg: Config, received, *, num_items: int, text: torch.Tensor | None, keys_dir: str,
+                   device_id: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Plaintext: the received arrays. HE: decrypt the received sum (None in round 1 = initial model)."""
+    if not cfg.he.enabled:
+        return received, {}
+    template = _template(json.dumps(cfg.to_dict(), sort_keys=True), num_items, id(text), text)
+    weights, total, decrypt_s = decode_global(received, device_keys(keys_dir, device_id), template)
+    return weights, {"decrypt_s": decrypt_s, "total_weight": total}
+
+
+def train_round(*, data: DeviceData, store: DeviceStore, received, cfg: Config, round_id: int, node: int,
+                text: torch.Tensor | None, max_interactions: int, keys_dir: str = "") -> TrainReply:
+    weights, he_metrics = global_weights(cfg, received, num_items=data.num_items, text=text, keys_dir=keys_dir,
+                                         device_id=data.device_id)
+    out = device_train(data=data, store=store, global_shared=weights, cfg=cfg, round_id=round_id, text=text,
+                       max_interactions=max_interactions)
+    reply = TrainReply(node=node, refused=out.refused, reason=out.reason, device_id=data.device_id,
+                       round_id=round_id, metrics={**out.metrics, **he_metrics})
+    if cfg.he.enabled:
+        # the server must not learn an individual example count: epsilon, steps and sample rate reveal it
+        reply.metrics = {k: v for k, v in reply.metrics.items() if k in HE_VISIBLE_METRICS}
+    if out.refused:
+        return reply
+    if cfg.he.enabled:
+        keys = device_keys(keys_dir, data.device_id)
+        reply.payload, reply.signature, reply.metrics["encrypt_s"] = encode_update(
+            out.shared, weight=out.num_examples, keys=keys, round_id=round_id)
+    else:
+        reply.shared, reply.num_examples = out.shared, out.num_examples
+    return reply
+
+
+def evaluate_round(*, data: DeviceData, store: DeviceStore, received, cfg: Config, stage: str,
+                   text: torch.Tensor | None, keys_dir: str = "") -> int:
+    weights, _ = global_weights(cfg, received, num_items=data.num_items, text=text, keys_dir=keys_dir,
+                                device_id=data.device_id)
+    return device_evaluate(data=data, store=store, global_shared=weights, cfg=cfg, stage=stage, text=text)

@@ -1,0 +1,109 @@
+"""Server side of server-blind aggregation: verify each encrypted update, sum ciphertexts, keep only the sum.
+
+The server holds the PUBLIC CKKS context (no secret key), its own signing key and the devices' Ed25519
+verify keys. Per update it checks, in order: the device is registered; the node was sampled this round and
+is the node this device has always spoken from; the round id is the current one (no replay); no second
+update from the device this round; the signature over (round, device, SHA-256(payload)); the payload parses
+under the server context with the expected number of ciphertexts. Anything else is rejected with a logged
+reason and the round carries on. A round with fewer than ``min_train_nodes`` valid updates keeps the
+previous aggregate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from server.loop import TrainReply
+from shared_models.crypto import Aggregator, PayloadError, ServerKeys, payload_sha256, verify_update
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SecureRound:
+    """One round's verification state and running encrypted sum."""
+
+    round_id: int
+    sampled: set[int]
+    aggregator: Aggregator
+    seen_devices: set[str] = field(default_factory=set)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    aggregate_s: float = 0.0
+
+
+class SecureAggregation:
+    """Keeps the latest encrypted global sum; never decrypts (it cannot: no secret key)."""
+
+    def __init__(self, keys: ServerKeys, *, n_params: int) -> None:
+        if keys.context.is_private():
+            raise ValueError("the server context holds a secret key: refusing to run server-blind aggregation")
+        self.keys, self.n_params = keys, n_params
+        self.expected_count = keys.he.n_ciphertexts(n_params)
+        self.latest: bytes | None = None  # the encrypted sum devices decrypt into the global model
+        self.node_of: dict[str, int] = {}  # device id -> the node it speaks from (bound at first contact)
+        self.round: SecureRound | None = None
+        self.aggregate_s = 0.0
+        self.round_aggregate_s = 0.0
+        self.rejected: list[tuple[int, int, str]] = []  # (round, node, reason)
+
+    # -- the strategy interface used by server.loop.run_rounds --------------------------------------
+    def broadcast(self) -> bytes | None:
+        return self.latest
+
+    def begin(self, round_id: int, sampled: list[int]) -> SecureRound:
+        agg = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he)
+        self.round = SecureRound(round_id, set(sampled), agg)
+        return self.round
+
+    def offer(self, rep: TrainReply) -> str:
+        assert self.round is not None, "begin() first"
+        reason = self.reject_reason(self.round, rep)
+        if reason:
+            self.round.rejected.append((rep.node, reason))
+            self.rejected.append((self.round.round_id, rep.node, reason))
+        return reason
+
+    def finish(self, *, min_train_nodes: int) -> bool:
+        """Replace the global sum if enough valid updates arrived; True when it did."""
+        rnd = self.round
+        assert rnd is not None, "begin() first"
+        ok = rnd.aggregator.n_summands >= min_train_nodes
+        if ok:
+            t0 = time.perf_counter()
+            self.latest = rnd.aggregator.to_bytes()
+            rnd.aggregate_s += time.perf_counter() - t0
+        self.aggregate_s += rnd.aggregate_s
+        self.round_aggregate_s = rnd.aggregate_s
+        return ok
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def reject_reason(self, rnd: SecureRound, rep: TrainReply) -> str:
+        """'' if the update is valid (and add it to the sum), else why it was rejected."""
+        verify_key = self.keys.device_verify_keys.get(rep.device_id)
+        if verify_key is None:
+            return f"unknown device {rep.device_id!r}"
+        if rep.node not in rnd.sampled:
+            return f"node {rep.node} was not sampled in round {rnd.round_id}"
+        if self.node_of.get(rep.device_id, rep.node) != rep.node:
+            return f"device {rep.device_id} speaks from node {rep.node}, registered on node {self.node_of[rep.device_id]}"
+        if rep.round_id != rnd.round_id:
+            return f"replayed/stale round id {rep.round_id} (current {rnd.round_id})"
+        if rep.device_id in rnd.seen_devices:
+            return f"second update from device {rep.device_id} in round {rnd.round_id}"
+        if rep.payload is None:
+            return "no encrypted payload"
+        if not verify_update(verify_key, rep.signature, round_id=rep.round_id, device_id=rep.device_id,
+                             payload_sha256=payload_sha256(rep.payload)):
+            return "bad signature"
+        t0 = time.perf_counter()
+        try:
+            rnd.aggregator.add(rep.payload)
+        except PayloadError as exc:
+            return f"payload rejected ({exc.reason}): {exc}"
+        finally:
+            rnd.aggregate_s += time.perf_counter() - t0
+        rnd.seen_devices.add(rep.device_id)
+        self.node_of.setdefault(rep.device_id, rep.node)
+        return ""

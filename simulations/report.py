@@ -1,0 +1,90 @@
+"""metrics.json: test metrics, privacy (from every device ledger), HE costs, timing, the full config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client.device import privacy_unit, resolve_delta
+from server.loop import RoundStats
+from shared_models.config import Config
+from shared_models.metrics import METRIC_NAMES
+from shared_models.privacy import PrivacyLedger
+
+
+def ledger_summaries(cfg: Config, run_dir: Path, pop) -> list[dict[str, Any]]:
+    """Every device ledger's summary (the harness plays every device, so it may read them)."""
+    p = cfg.privacy
+    if p.mode == "none":
+        return []
+    delta = resolve_delta(cfg, pop.max_interactions)
+    return [PrivacyLedger.open(f, accountant=p.accountant, delta=delta, unit=privacy_unit(cfg),
+                               target_epsilon=p.target_epsilon).to_summary()
+            for f in sorted((run_dir / "devices").glob("*/ledger.json"))]
+
+
+def ledger_epsilons(cfg: Config, run_dir: Path, pop) -> tuple[float, float]:
+    eps = [s["epsilon"] for s in ledger_summaries(cfg, run_dir, pop)]
+    return (max(eps), float(np.mean(eps))) if eps else (0.0, 0.0)
+
+
+def privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats]) -> dict[str, Any]:
+    """Largest epsilon over devices (with its device's steps and sample rate), the mean, and refusals."""
+    p = cfg.privacy
+    off = p.mode == "none"
+    out: dict[str, Any] = {"mode": p.mode, "unit": privacy_unit(cfg), "epsilon": None, "delta": None,
+                           "target_epsilon": None if off else p.target_epsilon,
+                           "noise_multiplier": 0.0 if off else p.noise_multiplier,
+                           "max_grad_norm": None if off else p.max_grad_norm,
+                           "sample_rate": None, "steps": None, "epsilon_mean": None, "accountant": p.accountant,
+                           "refusals": int(sum(s.refused for s in stats)), "devices_trained": 0}
+    if off:
+        return out
+    summaries = ledger_summaries(cfg, run_dir, pop)
+    out["delta"] = resolve_delta(cfg, pop.max_interactions)
+    out["epsilon"] = 0.0
+    if summaries:
+        worst = max(summaries, key=lambda s: s["epsilon"])
+        out.update(epsilon=worst["epsilon"], sample_rate=worst["sample_rate"], steps=worst["steps"],
+                   epsilon_mean=float(np.mean([s["epsilon"] for s in summaries])), devices_trained=len(summaries))
+    return out
+
+
+def he_summary(cfg: Config, stats: list[RoundStats], strategy) -> dict[str, Any]:
+    if not cfg.he.enabled:
+        return {"enabled": False}
+
+    def mean(key: str) -> float:
+        values = [v for s in stats for v in s.timings.get(key, [])]
+        return float(np.mean(values)) if values else 0.0
+
+    n_params = int(getattr(strategy, "n_params", 0))
+    bytes_per_update = mean("bytes_per_update")
+    return {"enabled": True, "scheme": "ckks", "poly_modulus_degree": cfg.he.poly_modulus_degree,
+            "coeff_mod_bit_sizes": list(cfg.he.coeff_mod_bit_sizes), "scale_bits": cfg.he.scale_bits,
+            "bytes_per_update": bytes_per_update, "params_per_update": n_params,
+            "bytes_per_param": bytes_per_update / n_params if n_params else 0.0,
+            "encrypt_s": mean("encrypt_s"), "decrypt_s": mean("decrypt_s"),
+            "aggregate_s": float(np.mean([s.aggregate_s for s in stats])) if stats else 0.0,
+            "rejected_updates": int(sum(s.rejected for s in stats)),
+            "rejections": [{"round": r, "node": n, "reason": why} for r, n, why in getattr(strategy, "rejected", [])]}
+
+
+def build_result(cfg: Config, run_dir: Path, pop, stats: list[RoundStats], test: dict[str, float], strategy,
+                 wall: float) -> dict[str, Any]:
+    updates = int(sum(s.valid + s.refused for s in stats))
+    return {
+        "metrics": {k: test.get(k, 0.0) for k in METRIC_NAMES},
+        "evaluated_devices": int(test.get("evaluated", 0)),
+        "privacy": privacy_summary(cfg, run_dir, pop, stats),
+        "he": he_summary(cfg, stats, strategy),
+        "rounds": cfg.federated.num_server_rounds,
+        "clients_per_round": stats[0].sampled if stats else 0,
+        "num_clients": len(pop.devices),
+        "timing": {"wall_s": round(wall, 2), "client_updates": updates,
+                   "client_updates_per_s": round(updates / wall, 3) if wall > 0 else 0.0,
+                   "round_s_mean": float(np.mean([s.wall_s for s in stats])) if stats else 0.0},
+        "config": cfg.to_dict(),
+    }
