@@ -23,11 +23,20 @@ app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 
 
+QUIET_LOGGERS = ("flwr", "ray", "urllib3", "sentence_transformers", "filelock", "httpx")
+
+
+def _quiet_third_party(record: logging.LogRecord) -> bool:
+    """Drop INFO/DEBUG chatter of frameworks (Flower resets its own logger level at run time)."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(QUIET_LOGGERS)
+
+
 def _setup_logging(verbose: bool) -> None:
+    handler = RichHandler(console=console, show_path=False)
+    if not verbose:
+        handler.addFilter(_quiet_third_party)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)], force=True)
-    for noisy in ("flwr", "ray", "urllib3", "sentence_transformers", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+                        handlers=[handler], force=True)
 
 
 def _fail(msg: str) -> None:

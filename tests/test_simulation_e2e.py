@@ -31,9 +31,10 @@ def test_inline_federated_learns_planted_structure_beyond_popularity(tmp_path):
 
 
 @pytest.mark.slow
-def test_flower_ray_simulation_writes_the_contract_with_true_epsilon(tmp_path):
+def test_flower_ray_simulation_with_he_writes_the_contract_with_true_epsilon(tmp_path):
     cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=8, items=30),
-                      federated={"backend": "ray", "num-server-rounds": 2, "clients-per-round": 5, "eval-every": 2})
+                      federated={"backend": "ray", "num-server-rounds": 2, "clients-per-round": 5, "eval-every": 2},
+                      he={"enabled": True})
     run = tmp_path / "run"
     result = simulate(cfg, run, progress=False)
     on_disk = json.loads((run / "metrics.json").read_text())
@@ -53,3 +54,7 @@ def test_flower_ray_simulation_writes_the_contract_with_true_epsilon(tmp_path):
     assert all(int(r["valid"]) == 5 for r in rows)
     assert rows[1]["recall@10"] != ""  # evaluated at round 2
     assert on_disk["timing"]["client_updates"] == 10
+    he = on_disk["he"]
+    assert he["enabled"] and he["rejected_updates"] == 0 and he["params_per_update"] > 0
+    assert 0 < he["bytes_per_param"] < 20 and he["encrypt_s"] > 0 and he["decrypt_s"] > 0
+    assert (run / "keys" / "server" / "ckks_public.tenseal").exists() and not (run / "global_shared.npz").exists()
