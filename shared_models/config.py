@@ -180,6 +180,8 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
     if origin is tuple:
+        if isinstance(value, str):  # "44,20": Flower run configs carry no lists
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
         (inner, _ellipsis) = typing.get_args(tp)

@@ -63,7 +63,7 @@ def he_summary(cfg: Config, stats: list[RoundStats], strategy) -> dict[str, Any]
     n_params = int(getattr(strategy, "n_params", 0))
     bytes_per_update = mean("bytes_per_update")
     return {"enabled": True, "scheme": "ckks", "poly_modulus_degree": cfg.he.poly_modulus_degree,
-            "coeff_mod_bit_sizes": list(cfg.he.coeff_mod_bit_sizes), "scale_bits": cfg.he.scale_bits,
+            "coeff_mod_bit_sizes": list(cfg.he.coeff_mod_bit_sizes), "scale_bits": cfg.he.to_he_config().scale_bits,
             "bytes_per_update": bytes_per_update, "params_per_update": n_params,
             "bytes_per_param": bytes_per_update / n_params if n_params else 0.0,
             "encrypt_s": mean("encrypt_s"), "decrypt_s": mean("decrypt_s"),
