@@ -8,12 +8,12 @@ Everything here stays on the device; nothing in this directory is ever sent to t
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import torch
 
+from shared_models.atomic_io import atomic_write_bytes
 from shared_models.config import PrivacyConfig
 from shared_models.privacy import PrivacyLedger
 
@@ -44,16 +44,9 @@ class DeviceStore:
             raise RuntimeError(f"{self.personal_path}: cannot read personal state ({exc})") from exc
 
     def save_personal(self, state: dict[str, torch.Tensor]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".personal.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.personal_path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, buf)
+        atomic_write_bytes(self.personal_path, buf.getvalue())
 
     def ledger(self, privacy: PrivacyConfig, *, delta: float) -> PrivacyLedger:
         """Open (or create) the ledger; a mismatched stored delta/unit/accountant is an error."""

@@ -6,8 +6,9 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 from pathlib import Path
+
+from shared_models.atomic_io import atomic_write_bytes  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ ML100K_SHA256: dict[str, str] = {
 STRICT_FILES = frozenset({"ml-100k.inter"})
 #: Records the sums of files that were accepted with a warning (converted by us).
 MANIFEST_NAME = "accepted-sha256.json"
-NEW_FILE_MODE = 0o666  # reduced by the process umask, as for any new file
-TMP_SUFFIX_BYTES = 4
 
 
 def cache_root() -> Path:
@@ -48,25 +47,6 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of the file at ``path``."""
     return sha256_bytes(path.read_bytes())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + ``os.replace`` (never a half file).
-
-    The temp file is created with the usual umask-derived permissions.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(TMP_SUFFIX_BYTES)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_manifest(directory: Path) -> dict[str, str]:
