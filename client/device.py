@@ -104,11 +104,15 @@ def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[st
     model = build_device_model(cfg, data.num_items, text, data.device_id)
     load_weights(model, global_shared, store)
     seed = fed.seed * 7919 + round_id * 104729 + _stable_hash(data.device_id)
+    torch.manual_seed(seed)  # dropout masks: reproducible per (run seed, round, device), also after a resume
     common = dict(epochs=fed.local_epochs, lr=fed.lr, batch_size=fed.batch_size, seed=seed,
                   optimizer=fed.optimizer)
     metrics: dict[str, float] = {}
     if priv.mode == "example":
         ledger = store.ledger(priv, delta=resolve_delta(cfg, max_interactions))
+        if any(e.round_id == round_id for e in ledger.rounds):  # a resumed run re-asks an interrupted round
+            return TrainOutcome(refused=True, reason=f"already trained in round {round_id}: retraining would "
+                                "spend privacy twice", metrics={"epsilon": ledger.epsilon()})
         q, steps = dp_plan(len(windows), batch_size=fed.batch_size, epochs=fed.local_epochs)
         if ledger.would_exceed(noise_multiplier=priv.noise_multiplier, sample_rate=q, num_steps=steps):
             eps = ledger.epsilon()

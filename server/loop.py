@@ -132,7 +132,7 @@ def run_rounds(cfg: Config, transport: Transport, strategy, *, start_round: int 
     for _ in range(1, start_round):  # replay the sampler so a resumed run samples the same devices
         sample_nodes(transport.node_ids(), cfg, rng)
     stats: list[RoundStats] = []
-    for r in range(start_round, cfg.federated.num_server_rounds + 1):
+    for r in range(start_round, cfg.federated.num_server_rounds + 1):  # (stats of earlier rounds: checkpoint)
         t0 = time.perf_counter()
         nodes = sample_nodes(transport.node_ids(), cfg, rng)
         strategy.begin(r, nodes)

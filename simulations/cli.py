@@ -148,17 +148,20 @@ def simulate_cmd(
     config: Path = typer.Option(..., help="experiment TOML (e.g. simulations/configs/smoke.toml)"),
     out: Path = typer.Option(..., help="run directory (metrics.json, history.csv, devices/)"),
     set_: list[str] = typer.Option([], "--set", help="dotted override, e.g. --set privacy.mode=none"),
+    fresh: bool = typer.Option(False, help="discard a previous (possibly interrupted) run in --out"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
-    """Federated simulation (Flower simulation engine): DP-SGD on devices, FedAvg of the shared model."""
+    """Federated simulation (Flower simulation engine): DP-SGD on devices, FedAvg of the shared model.
+
+    A killed run continues from its last completed round when started again with the same --out."""
     _setup_logging(False)
     from simulations.datasets import DatasetError
     from simulations.simulate import simulate
 
     try:
         cfg = load_config(config, set_)
-        result = simulate(cfg, out, progress=not quiet)
-    except (ConfigError, DatasetError, FileNotFoundError) as exc:
+        result = simulate(cfg, out, progress=not quiet, resume=not fresh)
+    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     console.print(metrics_table(f"federated {cfg.model.kind} on {cfg.data.dataset} (test, full ranking, "
                                 f"{result['evaluated_devices']} devices)", {"test": result["metrics"]}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, run_rounds, write_json
 from shared_models.config import Config
 from simulations.devices import initial_shared, population
+from simulations.checkpoint import load_checkpoint, save_checkpoint, trim_history
 from simulations.inline import InlineTransport
 from simulations.report import build_result, ledger_epsilons
 
@@ -22,10 +24,18 @@ log = logging.getLogger(__name__)
 DEVICE_THREADS = 1  # a simulated device is one CPU's worth of work (Ray gives each actor num_cpus)
 
 
-def simulate(cfg: Config, run_dir: Path | str, *, progress: bool = True) -> dict[str, Any]:
-    """Run a federated simulation (Flower simulation engine, or inline); returns the metrics.json dict."""
+def simulate(cfg: Config, run_dir: Path | str, *, progress: bool = True, resume: bool = True) -> dict[str, Any]:
+    """Run a federated simulation (Flower simulation engine, or inline); returns the metrics.json dict.
+
+    ``resume``: a finished run (metrics.json of the same config) is returned as is; a killed one continues
+    after its last completed round. ``resume=False`` wipes the previous run's artefacts first."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        fresh_start(run_dir, cfg)
+    elif (finished := _finished(run_dir, cfg)) is not None:
+        log.info("%s already holds a finished run of this config: nothing to do", run_dir)
+        return finished
     if cfg.federated.backend == "inline":
         keys_dir = prepare_keys(cfg, population(cfg), run_dir)
         with InlineTransport(cfg, population(cfg), run_dir, keys_dir) as transport:
@@ -33,6 +43,14 @@ def simulate(cfg: Config, run_dir: Path | str, *, progress: bool = True) -> dict
     from simulations.flower_backend import run_flower_simulation  # imports flwr + ray lazily
 
     return run_flower_simulation(cfg, run_dir, progress=progress)
+
+
+def _finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("config") == json.loads(json.dumps(cfg.to_dict())) else None
 
 
 def prepare_keys(cfg: Config, pop, run_dir: Path) -> str:
@@ -60,24 +78,46 @@ def make_strategy(cfg: Config, pop, keys_dir: str):
     return SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=n_params)
 
 
+RUN_ARTEFACTS = ("devices", "checkpoint", "history.csv", "metrics.json", "global_shared.npz", "global_sum.ckks")
+
+
+def fresh_start(run_dir: Path, cfg: Config) -> None:
+    """Remove a previous run's artefacts (only the known names) so stale ledgers never leak into a new run."""
+    names = RUN_ARTEFACTS + (() if cfg.he.keys_dir else ("keys",))
+    for name in names:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progress: bool = True) -> dict[str, Any]:
-    """The whole server side of a run over any transport: rounds, final test, outputs in ``run_dir``."""
+    """The whole server side of a run over any transport: rounds, final test, outputs in ``run_dir``.
+
+    Resumes from ``run_dir/checkpoint`` when one exists (``simulate`` wipes it for a fresh run)."""
     t0 = time.perf_counter()
     torch.set_num_threads(DEVICE_THREADS)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    config = cfg.to_dict()
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     history = run_dir / "history.csv"
-    if history.exists():
-        history.unlink()
     pop = population(cfg)
     strategy = make_strategy(cfg, pop, keys_dir)
+    done, stats = load_checkpoint(run_dir, strategy, json.loads(json.dumps(config)))
+    trim_history(history, done)
+    if done:
+        log.info("resuming after round %d (checkpoint in %s)", done, run_dir / "checkpoint")
 
     def on_round(st: RoundStats) -> None:
         st.epsilon_max, st.epsilon_mean = ledger_epsilons(cfg, run_dir, pop)
         append_history(history, st)
+        stats.append(st)
+        save_checkpoint(run_dir, strategy, stats, json.loads(json.dumps(config)))
 
     with _progress(progress) as bar:
-        task = bar.add_task("rounds", total=cfg.federated.num_server_rounds)
-        stats = run_rounds(cfg, transport, strategy, on_round=on_round, progress=lambda r: bar.update(task, completed=r))
+        task = bar.add_task("rounds", total=cfg.federated.num_server_rounds, completed=done)
+        run_rounds(cfg, transport, strategy, start_round=done + 1, on_round=on_round,
+                   progress=lambda r: bar.update(task, completed=r))
         bar.update(task, description="final test")
         test = evaluate_nodes(cfg, transport, cfg.federated.num_server_rounds + 1, strategy.broadcast(), "test")
     save_global(run_dir, strategy)

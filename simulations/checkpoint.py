@@ -1,0 +1,74 @@
+"""Server-side checkpoint after every completed round, so a killed run resumes where it stopped.
+
+``RUN_DIR/checkpoint/`` holds ``state.json`` (last completed round, per-round stats, server bookkeeping)
+and the global state: ``global.npz`` (plaintext FedAvg) or ``global.ckks`` (the encrypted sum; the server
+never has the model). Device states (personal weights, ledgers) are already persisted by the devices.
+A device asked to retrain a round its ledger already holds declines (``client.device``), so a resumed
+round never spends privacy twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.loop import PlainFedAvg, RoundStats
+from shared_models.atomic_io import atomic_write_bytes
+
+STATE = "state.json"
+
+
+def _dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoint"
+
+
+def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: dict[str, Any]) -> None:
+    """Write the global state first, then ``state.json`` (the commit point)."""
+    d = _dir(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {}
+    if isinstance(strategy, PlainFedAvg):
+        buf = io.BytesIO()
+        np.savez(buf, **strategy.shared)
+        atomic_write_bytes(d / "global.npz", buf.getvalue())
+    else:
+        if strategy.latest is not None:
+            atomic_write_bytes(d / "global.ckks", strategy.latest)
+        extra = {"node_of": strategy.node_of, "rejected": strategy.rejected, "has_sum": strategy.latest is not None}
+    state = {"round": stats[-1].round if stats else 0, "stats": [dataclasses.asdict(s) for s in stats],
+             "config": config, "server": extra}
+    atomic_write_bytes(d / STATE, json.dumps(state, default=float).encode())
+
+
+def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any]) -> tuple[int, list[RoundStats]]:
+    """Restore ``strategy`` from the checkpoint; return (last completed round, stats). (0, []) if none."""
+    path = _dir(run_dir) / STATE
+    if not path.is_file():
+        return 0, []
+    state = json.loads(path.read_text())
+    if state["config"] != config:
+        raise ValueError(f"{path}: the run directory holds a run with a different config; use a new --out "
+                         "or --fresh to start over")
+    if isinstance(strategy, PlainFedAvg):
+        with np.load(_dir(run_dir) / "global.npz") as z:
+            strategy.shared = {k: z[k] for k in strategy.shared}
+    else:
+        server = state["server"]
+        strategy.latest = (_dir(run_dir) / "global.ckks").read_bytes() if server["has_sum"] else None
+        strategy.node_of = {k: int(v) for k, v in server["node_of"].items()}
+        strategy.rejected = [tuple(r) for r in server["rejected"]]
+    return int(state["round"]), [RoundStats(**s) for s in state["stats"]]
+
+
+def trim_history(history: Path, last_round: int) -> None:
+    """Drop history rows after ``last_round`` (written by a round that did not complete)."""
+    if not history.exists():
+        return
+    lines = history.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= last_round]
+    atomic_write_bytes(history, "".join(kept).encode())

@@ -1,0 +1,58 @@
+"""A killed run resumes after its last completed round and ends exactly where an uninterrupted run ends."""
+
+import csv
+
+import pytest
+
+import server.loop as loop
+from simulations.simulate import simulate
+from tests.fed_helpers import synthetic_csv, tiny_config
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_path, monkeypatch, he):
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=10), he={"enabled": he},
+                      federated={"num-server-rounds": 3, "clients-per-round": 5})
+    reference = simulate(cfg, tmp_path / "uninterrupted", progress=False)
+
+    real_sample = loop.sample_nodes
+    calls = {"n": 0}
+
+    def dies_before_round_3(nodes, c, rng):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Killed()
+        return real_sample(nodes, c, rng)
+
+    monkeypatch.setattr(loop, "sample_nodes", dies_before_round_3)
+    with pytest.raises(Killed):
+        simulate(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    monkeypatch.setattr(loop, "sample_nodes", real_sample)
+    resumed = simulate(cfg, tmp_path / "run", progress=False)
+    assert resumed["metrics"] == reference["metrics"]
+    assert resumed["privacy"]["epsilon"] == pytest.approx(reference["privacy"]["epsilon"])
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert [int(r["round"]) for r in rows] == [1, 2, 3]
+    again = simulate(cfg, tmp_path / "run", progress=False)  # finished: returned as is
+    assert again["timing"] == resumed["timing"]
+
+
+def test_device_refuses_to_retrain_a_round_already_in_its_ledger(tmp_path):
+    from client.device import device_train
+    from client.store import DeviceStore
+    from simulations.devices import initial_shared, population
+
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv"))
+    pop = population(cfg)
+    shared = initial_shared(cfg, pop.num_items, None)
+    store = DeviceStore(tmp_path / "dev")
+    first = device_train(data=pop.devices[0], store=store, global_shared=shared, cfg=cfg, round_id=4)
+    eps = store.ledger(cfg.privacy, delta=1e-5).epsilon()
+    again = device_train(data=pop.devices[0], store=store, global_shared=shared, cfg=cfg, round_id=4)
+    assert not first.refused and again.refused and "already trained in round 4" in again.reason
+    assert store.ledger(cfg.privacy, delta=1e-5).epsilon() == eps
