@@ -8,32 +8,42 @@ same D devices for every method.  Device "training" is a no-op: device d returns
 N(0, std^2) seeded by (seed, d) with weight (num_examples) U[min_weight, max_weight], so only the cost of
 the aggregation protocol is compared.
 
-(a) plain      Flower simulation (Ray backend), legacy ServerApp: LegacyContext + DefaultWorkflow with the
-               default fit workflow (FedAvg of float32 arrays), ClientApp(client_fn) with a NumPyClient.
-(b) secagg+    the same simulation, but DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...)) and
-               ClientApp(mods=[secaggplus_mod]): setup / share-keys / collect-masked-vectors / unmask.
-(c) ckks       shared_models.crypto called in this process on one thread: D encrypt_update calls (timed one
-               by one), Aggregator.add x D + to_bytes (server), one decrypt_average (a device).
+plain     Flower simulation (Ray backend, --cpus CPUs, 1 per simulated device), legacy ServerApp:
+          LegacyContext + DefaultWorkflow with the default fit workflow (FedAvg of float32 arrays),
+          ClientApp(client_fn) with a NumPyClient.
+secagg+   the same simulation with DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...)) and
+          ClientApp(mods=[secaggplus_mod]): stages setup / share keys / collect masked vectors / unmask.
+          Defaults: num_shares = 2*ceil(log2 D)+1 (15 at D=100; SecAgg+ wants O(log D) neighbours, Flower's
+          example uses 3 of 5 nodes), reconstruction_threshold = num_shares//2 + 1 (the example's 2 of 3),
+          clipping_range / quantization_range / modulus_range / max_weight: the workflow's defaults.
+ckks-sim  our CKKS aggregation in the same simulation (Message-API ClientApp): every device decrypts the
+          encrypted global sum it receives (decrypt_average), encrypts its update (encrypt_update); the
+          ServerApp adds the D updates with Aggregator (public context only) and keeps the encrypted sum.
+          The first timed round downloads a sum left by an earlier round (the warm-up round, or a
+          pre-made one).  No signatures (the real client also signs a SHA-256 of its payload).
+ckks      the same functions in this process on one thread: D encrypt_update calls timed one by one,
+          Aggregator.add x D + to_bytes (server), one decrypt_average (a device).
 
-Measured, per method:
-  round s      (a)/(b): wall time of the fit round inside the ServerApp (simulation start-up, Ray actor
-               start-up and a warm-up message to every node excluded; the byte metering excluded), with D
-               simulated devices sharing --cpus cores.  (c): sum(encrypt) + aggregate + decrypt, sequential
-               on one core (devices do not run in parallel here).
-  proj s       the round if the D devices ran in parallel and the network were free:
-               (a)/(b): sum over protocol stages of the slowest device's time in the stage + server compute;
-               (c): max(encrypt) + aggregate + decrypt.
-  up/down B    bytes per device per round.  (a)/(b): size of the protobuf Message (flwr.common.serde
-               .message_to_proto(...).ByteSize()) of every message a device receives / sends in the round,
-               mean over devices; SecAgg+ counts its 4 stages (keys, encrypted shares, masked vector, shares).
-               (c): len(encrypted update) up; len(encrypted sum) down (devices decrypt the sum to get the
-               global model; key distribution is one-time and not counted).
-  server s     (a)/(b): round time minus the time spent waiting in Grid.send_and_receive (strategy +
-               protocol work in the ServerApp, incl. FedAvg's aggregate_fit that SecAgg+ still calls).
-               (c): deserialize + add D updates + serialize the sum.
-  rel err      relative L2 error of the aggregated weighted average vs the float64 plaintext one.
+Columns (mean over --rounds timed rounds, after --warmup-rounds untimed ones):
+  round s   Flower rows: wall time of the round inside the ServerApp, with the D simulated devices sharing
+            --cpus cores (Ray / simulation start-up and a warm-up message to every node excluded; the byte
+            metering below excluded).  ckks: sum(encrypt) + aggregate + decrypt on one core.
+  proj s    the round if the D devices ran in parallel and the network were free.  Flower rows: sum over
+            protocol stages of the slowest device's time in that stage + server time.  ckks:
+            max(encrypt) + aggregate + decrypt.
+  server s  Flower rows: round time minus the time spent waiting in Grid.send_and_receive (strategy and
+            protocol work in the ServerApp; SecAgg+ still calls FedAvg.aggregate_fit on D copies of the
+            unmasked sum).  ckks: deserialize + add D updates + serialize the sum.
+  up/down   bytes per device per round.  Flower rows: size of the protobuf Message
+            (flwr.common.serde.message_to_proto(m).ByteSize()) of every message a device receives / sends
+            in the round, mean over devices (SecAgg+: all 4 stages).  ckks: len(encrypted update) up,
+            len(encrypted sum) down.  One-time key distribution is not counted for CKKS.
+  enc/dec   CKKS device encrypt / decrypt seconds (mean over devices).
+  rel err   relative L2 error of the aggregated weighted average vs the float64 plaintext one.
 
-Each Flower method runs in its own child process (one Ray instance at a time).
+Both Flower strategies cast the aggregate to float32 (SecAgg+ dequantizes to float64, which would double the
+next round's download).  Each Flower method runs in its own child process (one Ray instance at a time).
+The JSON (--out) holds every number, per round and per protocol stage.
 """
 
 from __future__ import annotations
@@ -54,6 +64,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+METHODS = ("plain", "secagg+", "ckks-sim", "ckks")
 BENCH_RECORD = "bench-timing"  # ConfigRecord the client-side timing mod adds to replies (removed before metering)
 
 
@@ -85,13 +96,18 @@ def default_num_shares(devices: int) -> int:
 
 
 # ----------------------------------------------------------------------------- Flower simulation (child)
+def ckks_cache() -> dict:
+    """Per-process cache for Ray actors (the ClientApp is unpickled anew for every message)."""
+    return sys.__dict__.setdefault("_fedinterest_bench_secagg_cache", {})
+
+
 def run_flower(method: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Run one Flower simulation (plain or secagg+) in this process and return the measurements."""
+    """Run one Flower simulation (plain, secagg+ or ckks-sim) in this process and return the measurements."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     import logging
 
-    from flwr.app import ConfigRecord, Context, Message
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
     from flwr.client import ClientApp, NumPyClient
     from flwr.client.mod import secaggplus_mod
     from flwr.common import (GetPropertiesIns, ndarrays_to_parameters, parameters_to_ndarrays)
@@ -106,32 +122,76 @@ def run_flower(method: str, args: argparse.Namespace) -> dict[str, Any]:
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
+    from shared_models.crypto import (Aggregator, HEConfig, decrypt_average, encrypt_update, load_context,
+                                      make_secret_context, public_context_bytes, secret_context_bytes)
+    from shared_models.messages import GLOBAL_SUM, UPDATE, bytes_array
+
     logging.getLogger("flwr").setLevel(logging.ERROR)
     n, devices, seed, std = args.params, args.devices, args.seed, args.std
     weights = [int(w) for w in device_weights(args)]
+    tmp = tempfile.TemporaryDirectory()
 
     # ---- client side (runs in Ray actors) ----
-    class NoopClient(NumPyClient):
-        def __init__(self, pid: int) -> None:
-            self.pid = pid
-
-        def fit(self, parameters, config):  # "training" = return this device's fixed random vector
-            return [device_vector(seed, self.pid, n, std)], weights[self.pid], {}
-
-    def client_fn(context: Context):
-        return NoopClient(int(context.node_config["partition-id"])).to_client()
-
     def timing_mod(msg: Message, ctxt: Context, call_next) -> Message:
         """Outermost mod: device time for this message (incl. secaggplus_mod's work)."""
         t0 = time.perf_counter()
         out = call_next(msg, ctxt)
         dt = time.perf_counter() - t0
         if out.has_content():
-            out.content[BENCH_RECORD] = ConfigRecord({"device_s": dt})
+            rec = out.content[BENCH_RECORD] if BENCH_RECORD in out.content else ConfigRecord({})
+            rec["device_s"] = dt
+            out.content[BENCH_RECORD] = rec
         return out
 
-    mods = [timing_mod, secaggplus_mod] if method == "secagg+" else [timing_mod]
-    client_app = ClientApp(client_fn=client_fn, mods=mods)
+    if method in ("plain", "secagg+"):
+        class NoopClient(NumPyClient):
+            def __init__(self, pid: int) -> None:
+                self.pid = pid
+
+            def fit(self, parameters, config):  # "training" = return this device's fixed random vector
+                return [device_vector(seed, self.pid, n, std)], weights[self.pid], {}
+
+        def client_fn(context: Context):
+            return NoopClient(int(context.node_config["partition-id"])).to_client()
+
+        mods = [timing_mod, secaggplus_mod] if method == "secagg+" else [timing_mod]
+        client_app = ClientApp(client_fn=client_fn, mods=mods)
+    else:  # ckks-sim: every device holds the secret CKKS context (written once, loaded once per actor)
+        he = HEConfig()
+        secret_ctx = make_secret_context(he, n_threads=1)
+        ctx_path = Path(tmp.name) / "secret.ctx"
+        ctx_path.write_bytes(secret_context_bytes(secret_ctx))
+        ctx_file = str(ctx_path)
+
+        def device_ctx():
+            cache = ckks_cache()
+            if ctx_file not in cache:
+                cache[ctx_file] = load_context(Path(ctx_file).read_bytes(), n_threads=1)
+            return cache[ctx_file]
+
+        client_app = ClientApp(mods=[timing_mod])
+
+        @client_app.query()
+        def _warm(msg: Message, context: Context) -> Message:
+            device_ctx()
+            return Message(RecordDict({"ok": ConfigRecord({"ok": 1})}), reply_to=msg)
+
+        @client_app.train()
+        def _train(msg: Message, context: Context) -> Message:
+            pid = int(context.node_config["partition-id"])
+            ctx = device_ctx()
+            t0 = time.perf_counter()
+            arrays = msg.content["arrays"]
+            if GLOBAL_SUM in arrays:  # the device turns the encrypted global sum into the global model
+                decrypt_average(ctx, bytes(arrays[GLOBAL_SUM].data), cfg=he)
+            t1 = time.perf_counter()
+            vec = device_vector(seed, pid, n, std)  # "training"
+            t2 = time.perf_counter()
+            payload = encrypt_update(ctx, vec, weight=weights[pid], cfg=he)
+            t3 = time.perf_counter()
+            return Message(RecordDict({"arrays": ArrayRecord({UPDATE: bytes_array(payload)}),
+                                       BENCH_RECORD: ConfigRecord({"decrypt_s": t1 - t0, "encrypt_s": t3 - t2})}),
+                           reply_to=msg)
 
     # ---- server side (runs in a thread of this process) ----
     sink: dict[str, Any] = {}
@@ -140,33 +200,71 @@ def run_flower(method: str, args: argparse.Namespace) -> dict[str, Any]:
         return message_to_proto(msg).ByteSize()
 
     class MeteredGrid:
-        """Delegates to the simulation's Grid; records per-stage bytes per node, wait time, device time."""
+        """Delegates to the simulation's Grid; records per-stage bytes per node, wait time, device times."""
 
         def __init__(self, grid: Grid) -> None:
             self._grid = grid
             self.stages: list[dict[str, Any]] = []
+            self.mark = time.perf_counter()  # end of the last call (or round start): server time is in between
 
         def __getattr__(self, name: str):
             return getattr(self._grid, name)
 
         def send_and_receive(self, messages, *, timeout=None):
-            messages = list(messages)
             t0 = time.perf_counter()
+            messages = list(messages)
             down = {m.metadata.dst_node_id: msg_bytes(m) for m in messages}
             t1 = time.perf_counter()
             replies = list(self._grid.send_and_receive(messages, timeout=timeout))
             t2 = time.perf_counter()
-            up, dev = {}, []
+            up: dict[int, int] = {}
+            dev: dict[str, list[float]] = {}
             for r in replies:
                 if r.has_content() and BENCH_RECORD in r.content:
-                    dev.append(float(r.content[BENCH_RECORD]["device_s"]))
+                    for k, v in r.content[BENCH_RECORD].items():
+                        dev.setdefault(k, []).append(float(v))
                     del r.content[BENCH_RECORD]
                 up[r.metadata.src_node_id] = msg_bytes(r)
             t3 = time.perf_counter()
-            self.stages.append(dict(messages=len(messages), replies=len(replies), down=down, up=up,
-                                    wait_s=t2 - t1, meter_s=(t1 - t0) + (t3 - t2),
-                                    device_max_s=max(dev, default=0.0), device_mean_s=float(np.mean(dev)) if dev else 0.0))
+            stage = dict(messages=len(messages), replies=len(replies), errors=sum(r.has_error() for r in replies),
+                         down=down, up=up, wait_s=t2 - t1, meter_s=(t1 - t0) + (t3 - t2),
+                         server_before_s=t0 - self.mark)
+            self.mark = t3
+            for k in ("device_s", "encrypt_s", "decrypt_s"):
+                stage[f"{k[:-2]}_max_s"] = max(dev.get(k, []), default=0.0)
+                stage[f"{k[:-2]}_mean_s"] = float(np.mean(dev[k])) if dev.get(k) else 0.0
+            self.stages.append(stage)
             return replies
+
+    def summarize(stages: list[dict[str, Any]], wall: float, server_after: float) -> dict[str, Any]:
+        meter = sum(s["meter_s"] for s in stages)
+        wait = sum(s["wait_s"] for s in stages)
+        nodes = set().union(*(s["down"].keys() for s in stages)) if stages else set()
+        down = [sum(s["down"].get(k, 0) for s in stages) for k in nodes]
+        up = [sum(s["up"].get(k, 0) for s in stages) for k in nodes]
+        server = wall - meter - wait
+        out = dict(round_s=wall - meter, wait_s=wait, server_s=server, server_after_last_stage_s=server_after,
+                   proj_s=sum(s["device_max_s"] for s in stages) + server,
+                   errors=sum(s["errors"] for s in stages),
+                   up_bytes=float(np.mean(up)) if up else 0.0, down_bytes=float(np.mean(down)) if down else 0.0,
+                   stages=[{**{k: v for k, v in s.items() if k not in ("up", "down", "meter_s")},
+                            "up_bytes_mean": float(np.mean(list(s["up"].values()))) if s["up"] else 0.0,
+                            "down_bytes_mean": float(np.mean(list(s["down"].values()))) if s["down"] else 0.0}
+                           for s in stages])
+        for k in ("device", "encrypt", "decrypt"):
+            out[f"{k}_max_s"] = sum(s[f"{k}_max_s"] for s in stages)
+            out[f"{k}_mean_s"] = sum(s[f"{k}_mean_s"] for s in stages)
+        return out
+
+    class Float32FedAvg(FedAvg):
+        """FedAvg that keeps the global model float32 (SecAgg+ dequantizes to float64, which would double
+        the next round's download for a float32 model)."""
+
+        def aggregate_fit(self, server_round, results, failures):
+            params, metrics = super().aggregate_fit(server_round, results, failures)
+            if params is not None:
+                params = ndarrays_to_parameters([a.astype(np.float32) for a in parameters_to_ndarrays(params)])
+            return params, metrics
 
     class TimedFit:
         def __init__(self, inner, grid: MeteredGrid) -> None:
@@ -174,26 +272,35 @@ def run_flower(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
         def __call__(self, grid, context) -> None:
             first = len(self.grid.stages)
-            t0 = time.perf_counter()
+            t0 = self.grid.mark = time.perf_counter()
             self.inner(grid, context)
-            wall = time.perf_counter() - t0
-            st = self.grid.stages[first:]
-            meter = sum(s["meter_s"] for s in st)
-            wait = sum(s["wait_s"] for s in st)
-            nodes = set().union(*(s["down"].keys() for s in st)) if st else set()
-            down = [sum(s["down"].get(k, 0) for s in st) for k in nodes]
-            up = [sum(s["up"].get(k, 0) for s in st) for k in nodes]
-            self.rounds.append(dict(
-                round_s=wall - meter, wait_s=wait, server_s=wall - meter - wait,
-                proj_s=sum(s["device_max_s"] for s in st) + (wall - meter - wait),
-                device_s_max_sum=sum(s["device_max_s"] for s in st),
-                device_s_mean_sum=sum(s["device_mean_s"] for s in st),
-                up_bytes=float(np.mean(up)) if up else 0.0, down_bytes=float(np.mean(down)) if down else 0.0,
-                stages=[dict(messages=s["messages"], replies=s["replies"], wait_s=s["wait_s"],
-                             device_max_s=s["device_max_s"], device_mean_s=s["device_mean_s"],
-                             up_bytes_mean=float(np.mean(list(s["up"].values()))) if s["up"] else 0.0,
-                             down_bytes_mean=float(np.mean(list(s["down"].values()))) if s["down"] else 0.0)
-                        for s in st]))
+            t1 = time.perf_counter()
+            self.rounds.append(summarize(self.grid.stages[first:], t1 - t0, t1 - self.grid.mark))
+
+    def run_ckks_rounds(metered: MeteredGrid, node_ids: list[int]) -> np.ndarray:
+        """Server-blind FedAvg under CKKS: broadcast the encrypted sum, collect encrypted updates, add them."""
+        public_ctx = load_context(public_context_bytes(secret_ctx), n_threads=1)
+        expected = he.n_ciphertexts(n)
+        # Encrypted sum the devices download in the first timed round (as if left by a previous round).
+        agg0 = Aggregator(public_ctx, expected_count=expected, cfg=he)
+        agg0.add(encrypt_update(secret_ctx, np.zeros(n, dtype=np.float32), weight=1, cfg=he))
+        latest = agg0.to_bytes()
+        rounds = []
+        for r in range(args.warmup_rounds + args.rounds):
+            first = len(metered.stages)
+            t0 = metered.mark = time.perf_counter()
+            msgs = [Message(RecordDict({"arrays": ArrayRecord({GLOBAL_SUM: bytes_array(latest)})}), dst_node_id=nid,
+                            message_type=MessageType.TRAIN, group_id=str(r + 1)) for nid in node_ids]
+            replies = metered.send_and_receive(msgs)
+            agg = Aggregator(public_ctx, expected_count=expected, cfg=he)
+            for rep in replies:
+                if rep.has_content():
+                    agg.add(bytes(rep.content["arrays"][UPDATE].data))
+            latest = agg.to_bytes()
+            t1 = time.perf_counter()
+            rounds.append(summarize(metered.stages[first:], t1 - t0, t1 - metered.mark))
+        sink["rounds"] = rounds
+        return decrypt_average(secret_ctx, latest, cfg=he)[0]
 
     server_app = ServerApp()
 
@@ -202,17 +309,24 @@ def run_flower(method: str, args: argparse.Namespace) -> dict[str, Any]:
         t_wait = time.perf_counter()
         while len(list(grid.get_node_ids())) < devices:
             time.sleep(0.05)
-        # Warm-up: one get_properties message per node, so Ray actors load the ClientApp before timing.
+        node_ids = sorted(grid.get_node_ids())
+        # Warm-up: one small message per node, so Ray actors load the ClientApp before timing.
         t0 = time.perf_counter()
-        warm = [Message(content=compat.getpropertiesins_to_recorddict(GetPropertiesIns({})), dst_node_id=nid,
-                        message_type=MessageTypeLegacy.GET_PROPERTIES, group_id="warmup")
-                for nid in grid.get_node_ids()]
+        if method == "ckks-sim":
+            warm = [Message(RecordDict({"ping": ConfigRecord({"ping": 1})}), dst_node_id=nid,
+                            message_type=MessageType.QUERY, group_id="warmup") for nid in node_ids]
+        else:
+            warm = [Message(content=compat.getpropertiesins_to_recorddict(GetPropertiesIns({})), dst_node_id=nid,
+                            message_type=MessageTypeLegacy.GET_PROPERTIES, group_id="warmup") for nid in node_ids]
         got = list(grid.send_and_receive(warm))
         sink["warmup_s"] = time.perf_counter() - t0
         sink["node_wait_s"] = t0 - t_wait
         sink["warmup_errors"] = sum(m.has_error() for m in got)
 
         metered = MeteredGrid(grid)
+        if method == "ckks-sim":
+            sink["result"] = run_ckks_rounds(metered, node_ids)
+            return
         if method == "secagg+":
             fit = SecAggPlusWorkflow(num_shares=args.num_shares, reconstruction_threshold=args.threshold,
                                      max_weight=float(args.secagg_max_weight), clipping_range=args.clipping_range,
@@ -220,7 +334,7 @@ def run_flower(method: str, args: argparse.Namespace) -> dict[str, Any]:
         else:
             fit = default_fit_workflow
         timed = TimedFit(fit, metered)
-        strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=devices,
+        strategy = Float32FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=devices,
                           min_evaluate_clients=0, min_available_clients=devices,
                           initial_parameters=ndarrays_to_parameters([np.zeros(n, dtype=np.float32)]))
         legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=args.warmup_rounds + args.rounds),
@@ -233,14 +347,17 @@ def run_flower(method: str, args: argparse.Namespace) -> dict[str, Any]:
     backend_config = {"client_resources": {"num_cpus": 1},
                       "init_args": {"num_cpus": args.cpus, "logging_level": "ERROR", "log_to_driver": False}}
     t0 = time.perf_counter()
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=devices,
-                   backend_name="ray", backend_config=backend_config, verbose_logging=False)
+    try:
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=devices,
+                       backend_name="ray", backend_config=backend_config, verbose_logging=False)
+    finally:
+        tmp.cleanup()
     total = time.perf_counter() - t0
-    if "rounds" not in sink:
+    if "rounds" not in sink or "result" not in sink:
         raise RuntimeError(f"{method}: the ServerApp did not finish (see the log above)")
     rounds = sink["rounds"]
     measured = rounds[args.warmup_rounds:]
-    keys = ("round_s", "proj_s", "server_s", "wait_s", "up_bytes", "down_bytes")
+    keys = ("round_s", "proj_s", "server_s", "wait_s", "up_bytes", "down_bytes", "errors")
     out: dict[str, Any] = {k: float(np.mean([r[k] for r in measured])) for k in keys}
     # Devices ignore the global model, so every round aggregates the same vectors: the final model is the
     # weighted average of round 1 as well.
@@ -251,6 +368,11 @@ def run_flower(method: str, args: argparse.Namespace) -> dict[str, Any]:
         out.update(num_shares=args.num_shares, threshold=args.threshold, clipping_range=args.clipping_range,
                    quantization_range=args.quantization_range, modulus_range=args.modulus_range,
                    max_weight=args.secagg_max_weight)
+    if method == "ckks-sim":
+        out.update(encrypt_mean_s=float(np.mean([r["encrypt_mean_s"] for r in measured])),
+                   encrypt_max_s=float(np.mean([r["encrypt_max_s"] for r in measured])),
+                   decrypt_s=float(np.mean([r["decrypt_mean_s"] for r in measured])),
+                   decrypt_max_s=float(np.mean([r["decrypt_max_s"] for r in measured])))
     return out
 
 
@@ -265,6 +387,9 @@ def run_ckks(args: argparse.Namespace) -> dict[str, Any]:
     assert not pub.is_private()
     weights = device_weights(args)
     agg = Aggregator(pub, expected_count=cfg.n_ciphertexts(args.params), cfg=cfg)
+    if args.warmup_rounds:  # untimed: first-call costs, like the Flower methods' warm-up round
+        warm = encrypt_update(ctx, device_vector(args.seed, 0, args.params, args.std), weight=1, cfg=cfg)
+        Aggregator(pub, expected_count=cfg.n_ciphertexts(args.params), cfg=cfg).add(warm)
     enc, add, up = [], 0.0, []
     for d in range(args.devices):
         vec = device_vector(args.seed, d, args.params, args.std)  # "training": not timed
@@ -310,6 +435,9 @@ def fmt_bytes(b: float) -> str:
     return f"{b / 1e6:.3f} MB"
 
 
+LABELS = {"plain": "plain FedAvg (sim)", "ckks-sim": "ckks (sim)", "ckks": "ckks (in-process, 1 core)"}
+
+
 def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     base = next((r for r in results if r["method"] == "plain"), None)
     head = (f"{'method':26s} {'round s':>8s} {'x plain':>7s} {'proj s':>7s} {'x plain':>7s} {'server s':>8s} "
@@ -317,13 +445,9 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
     print(head)
     print("-" * len(head))
     for r in results:
-        name = r["method"]
-        if name == "secagg+":
-            name = f"secagg+ k={r['num_shares']} t={r['threshold']}"
-        elif name == "ckks":
-            name = "ckks (in-process, 1 core)"
-        elif name == "plain":
-            name = "plain FedAvg"
+        name = LABELS.get(r["method"], r["method"])
+        if r["method"] == "secagg+":
+            name = f"secagg+ (sim) k={r['num_shares']} t={r['threshold']}"
         x_round = f"{r['round_s'] / base['round_s']:7.2f}" if base else "    n/a"
         x_proj = f"{r['proj_s'] / base['proj_s']:7.2f}" if base else "    n/a"
         enc = f"{r['encrypt_mean_s']:9.3f}" if "encrypt_mean_s" in r else f"{'-':>9s}"
@@ -332,6 +456,7 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         print(f"{name:26s} {r['round_s']:8.2f} {x_round} {r['proj_s']:7.2f} {x_proj} {r['server_s']:8.3f} "
               f"{fmt_bytes(r['up_bytes']):>10s} {r['up_bytes'] / args.params:7.2f} {fmt_bytes(r['down_bytes']):>10s} "
               f"{enc} {dec} {err}", flush=True)
+    print()
     for r in results:
         if r["method"] == "ckks":
             print(f"ckks: encrypt mean {r['encrypt_mean_s']:.3f} s / max {r['encrypt_max_s']:.3f} s per device, "
@@ -341,21 +466,29 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
                   f"{r['he']['coeff_mod_bit_sizes']} 2^{r['he']['scale_bits']}")
         elif "rounds" in r:
             st = r["rounds"][-1]["stages"]
-            parts = ", ".join(f"wait {s['wait_s']:.2f} s dev max {s['device_max_s']:.3f} s "
-                              f"up {s['up_bytes_mean'] / 1e3:.1f} kB down {s['down_bytes_mean'] / 1e3:.1f} kB"
+            parts = "; ".join(f"server {s['server_before_s']:.2f} s, wait {s['wait_s']:.2f} s, "
+                              f"slowest device {s['device_max_s']:.3f} s, "
+                              f"up {s['up_bytes_mean'] / 1e3:.1f} kB, down {s['down_bytes_mean'] / 1e3:.1f} kB"
                               for s in st)
-            print(f"{r['method']}: simulation total {r['simulation_total_s']:.1f} s (warm-up {r['warmup_s']:.1f} s); "
-                  f"stages: {parts}")
+            extra = ""
+            if r["method"] == "ckks-sim":
+                extra = (f"; encrypt max {r['encrypt_max_s']:.3f} s, decrypt max {r['decrypt_max_s']:.3f} s")
+            print(f"{r['method']}: simulation total {r['simulation_total_s']:.1f} s (start-up + warm-up "
+                  f"{r['node_wait_s'] + r['warmup_s']:.1f} s, not timed){extra}; {len(st)} stage(s): {parts}; "
+                  f"server after the last stage {r['rounds'][-1]['server_after_last_stage_s']:.2f} s")
+        if r.get("errors") or r.get("warmup_errors"):
+            print(f"WARNING {r['method']}: {r.get('errors')} error replies in the round, "
+                  f"{r.get('warmup_errors')} in the warm-up")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=int, default=211_136, help="shared-model size (float32 parameters)")
     ap.add_argument("--devices", type=int, default=100)
-    ap.add_argument("--methods", nargs="+", default=["plain", "secagg+", "ckks"], choices=["plain", "secagg+", "ckks"])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--cpus", type=int, default=2, help="Ray num_cpus (each simulated device takes 1)")
     ap.add_argument("--rounds", type=int, default=1, help="measured Flower rounds (timings averaged)")
-    ap.add_argument("--warmup-rounds", type=int, default=0,
+    ap.add_argument("--warmup-rounds", type=int, default=1,
                     help="untimed Flower rounds first (the first round pays one-off per-actor costs)")
     ap.add_argument("--num-shares", type=int, default=None,
                     help="SecAgg+ num_shares (default 2*ceil(log2 D)+1, i.e. 15 for D=100)")
@@ -391,6 +524,7 @@ def main() -> None:
           f"threshold={args.threshold} clip={args.clipping_range} q={args.quantization_range} "
           f"mod={args.modulus_range} max_weight={args.secagg_max_weight}", flush=True)
     results = []
+    load0 = tuple(round(x, 1) for x in os.getloadavg())
     t0 = time.perf_counter()
     for method in args.methods:
         t1 = time.perf_counter()
@@ -399,7 +533,8 @@ def main() -> None:
         results.append(res)
     print()
     print_table(results, args)
-    print(f"total {time.perf_counter() - t0:.1f} s")
+    print(f"total {time.perf_counter() - t0:.1f} s; load average (1/5/15 min) at start {load0}, at end "
+          f"{tuple(round(x, 1) for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(dict(args={k: (str(v) if isinstance(v, Path) else v)
