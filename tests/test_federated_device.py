@@ -75,3 +75,19 @@ def test_bad_item_in_device_data_raises_clearly(setup):
     bad = DeviceData(device_id="bad", train=np.array([1, 2, 10_000, 3, 4]), valid=1, test=2, num_items=pop.num_items)
     with pytest.raises(ValueError, match="device bad: item index 10000 outside the catalogue"):
         device_train(data=bad, store=DeviceStore(tmp / "bad"), global_shared=shared, cfg=cfg, round_id=1)
+
+
+@pytest.mark.parametrize("n, batch", [(1, 16), (3, 16), (17, 16), (40, 16), (40, 7)])
+def test_budget_precheck_plans_exactly_what_opacus_does(n, batch):
+    """``dp_plan`` (used to refuse before training) must predict Opacus' sample rate and step count."""
+    from shared_models.config import ModelConfig
+    from shared_models.dp_training import train_local_dp
+    from shared_models.model import InterestModel
+    from shared_models.sequences import Windows
+
+    rng = np.random.default_rng(0)
+    w = Windows(rng.integers(1, 20, (n, 6)), rng.integers(1, 20, (n, 6)))
+    model = InterestModel(ModelConfig(kind="long", hidden=8, max_len=6, num_heads=2, inner=8, num_layers=1), 20)
+    res = train_local_dp(model, w, epochs=2, lr=0.01, batch_size=batch, noise_multiplier=1.0, max_grad_norm=1.0,
+                         seed=0)
+    assert dp_plan(n, batch_size=batch, epochs=2) == (pytest.approx(res.sample_rate), res.steps)
