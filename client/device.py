@@ -105,6 +105,8 @@ def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[st
     load_weights(model, global_shared, store)
     seed = fed.seed * 7919 + round_id * 104729 + _stable_hash(data.device_id)
     torch.manual_seed(seed)  # dropout masks: reproducible per (run seed, round, device), also after a resume
+    if priv.mode != "none" and not priv.reproducible_noise:
+        seed = store.noise_seed(round_id)  # DP noise + Poisson sampling from a device-only secret
     common = dict(epochs=fed.local_epochs, lr=fed.lr, batch_size=fed.batch_size, seed=seed,
                   optimizer=fed.optimizer)
     metrics: dict[str, float] = {}

@@ -17,7 +17,10 @@ from client.store import DeviceStore
 from server.loop import TrainReply
 from shared_models.config import Config
 
-HE_VISIBLE_METRICS = ("train_loss", "decrypt_s", "encrypt_s")  # what a device reports in clear under server-blind aggregation
+# what a device reports in clear under server-blind aggregation: timings only (the training loss is computed
+# on private data outside DP; epsilon, steps and sample rate reveal the example count)
+HE_VISIBLE_METRICS = ("decrypt_s", "encrypt_s")
+BUDGET_REASON = "privacy budget: the next round would exceed the device's target epsilon"
 
 
 @functools.lru_cache(maxsize=4)
@@ -46,8 +49,9 @@ def train_round(*, data: DeviceData, store: DeviceStore, received, cfg: Config, 
     reply = TrainReply(node=node, refused=out.refused, reason=out.reason, device_id=data.device_id,
                        round_id=round_id, metrics={**out.metrics, **he_metrics})
     if cfg.he.enabled:
-        # the server must not learn an individual example count: epsilon, steps and sample rate reveal it
         reply.metrics = {k: v for k, v in reply.metrics.items() if k in HE_VISIBLE_METRICS}
+        if out.refused and out.reason.startswith("budget"):
+            reply.reason = BUDGET_REASON  # without the device's current epsilon
     if out.refused:
         return reply
     if cfg.he.enabled:

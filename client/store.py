@@ -8,7 +8,9 @@ Everything here stays on the device; nothing in this directory is ever sent to t
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 from pathlib import Path
 
 import torch
@@ -17,7 +19,8 @@ from shared_models.atomic_io import atomic_write_bytes
 from shared_models.config import PrivacyConfig
 from shared_models.privacy import PrivacyLedger
 
-PRIVACY_UNIT = {"none": None, "example": "interaction"}
+PRIVACY_UNIT = {"none": None, "example": "window"}  # add/remove one disjoint training window
+NOISE_SECRET_BYTES = 32
 
 
 class DeviceStore:
@@ -34,6 +37,19 @@ class DeviceStore:
     @property
     def ledger_path(self) -> Path:
         return self.root / "ledger.json"
+
+    @property
+    def noise_secret_path(self) -> Path:
+        return self.root / "noise_secret.bin"
+
+    def noise_seed(self, round_id: int) -> int:
+        """A per-round seed for DP noise and Poisson sampling derived from a secret that never leaves the
+        device (32 bytes from os.urandom, made on first use): nobody else can regenerate the noise."""
+        if not self.noise_secret_path.is_file():
+            atomic_write_bytes(self.noise_secret_path, os.urandom(NOISE_SECRET_BYTES), mode=0o600)
+        secret = self.noise_secret_path.read_bytes()
+        digest = hashlib.sha256(secret + round_id.to_bytes(8, "little", signed=True)).digest()
+        return int.from_bytes(digest[:8], "little") >> 1  # a non-negative int64 for torch.Generator
 
     def load_personal(self) -> dict[str, torch.Tensor] | None:
         if not self.personal_path.is_file():

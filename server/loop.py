@@ -51,16 +51,20 @@ class PlainFedAvg:
         self._accepted: list[TrainReply] = []
         self.aggregate_s = 0.0
         self.round_aggregate_s = 0.0
+        self.rejected: list[tuple[int, int, str]] = []  # (round, node, reason)
+        self._round = 0
 
     def broadcast(self) -> dict[str, np.ndarray]:
         return self.shared
 
     def begin(self, round_id: int, nodes: list[int]) -> None:
-        self._accepted = []
+        self._accepted, self._round = [], round_id
 
     def offer(self, reply: TrainReply) -> str:
         reason = check_update(reply, self.shared)
-        if not reason:
+        if reason:
+            self.rejected.append((self._round, reply.node, reason))
+        else:
             self._accepted.append(reply)
         return reason
 

@@ -89,6 +89,9 @@ class PrivacyConfig:
     target_epsilon: float = 8.0  # a device whose next round would exceed this declines to train
     delta: float = 1e-5  # 0 = 1 / (largest number of training interactions on a device)
     accountant: str = "rdp"
+    # true: DP noise seeded from public values (run seed, round, device) so runs repeat bit for bit.
+    # TESTING ONLY: anyone who knows the seed can subtract the noise; metrics.json and the audit flag it.
+    reproducible_noise: bool = False
 
 
 @dataclass

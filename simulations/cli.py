@@ -20,6 +20,18 @@ data_app = typer.Typer(no_args_is_help=True, help="Fetch or generate datasets.")
 app.add_typer(data_app, name="data")
 keys_app = typer.Typer(no_args_is_help=True, help="Key authority: CKKS contexts, signing keys, sealed secrets.")
 app.add_typer(keys_app, name="keys")
+
+
+def _mount_subcommands() -> None:
+    """Sub-apps that live beside their code (sweep, audit)."""
+    from simulations.cli_audit import audit_app
+    from simulations.cli_sweep import sweep_app
+
+    app.add_typer(sweep_app, name="sweep")
+    app.add_typer(audit_app, name="audit")
+
+
+_mount_subcommands()
 console = Console(stderr=True)
 
 
@@ -169,10 +181,12 @@ def simulate_cmd(
     if p["mode"] == "none":
         console.print("privacy: none (no DP guarantee)")
     else:
-        console.print(f"privacy: ({p['epsilon']:.3f}, {p['delta']:.1e})-DP per device "
-                      f"[largest over {p['devices_trained']} devices; mean {p['epsilon_mean']:.3f}], "
-                      f"unit = one {p['unit']} (any one training window), accountant {p['accountant']}, "
-                      f"sigma {p['noise_multiplier']}, clip {p['max_grad_norm']}, refusals {p['refusals']}")
+        mean = p["epsilon_mean"] if p["epsilon_mean"] is not None else 0.0
+        console.print(f"privacy: ({p['epsilon']:.3f}, {p['delta']:.1e})-DP per device for adding/removing one "
+                      f"training {p['unit']} [largest over {p['devices_trained']} devices; mean {mean:.3f}]; "
+                      f"changing one interaction: epsilon <= {p['epsilon_replace_one'] or 0:.3f}; accountant "
+                      f"{p['accountant']}, sigma {p['noise_multiplier']}, clip {p['max_grad_norm']}, "
+                      f"refusals {p['refusals']}, noise from {p['noise_source']}")
     t = result["timing"]
     console.print(f"{result['rounds']} rounds x {result['clients_per_round']} devices of {result['num_clients']}; "
                   f"{t['wall_s']} s, {t['client_updates_per_s']} client updates/s -> {out}/metrics.json")

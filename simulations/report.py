@@ -11,7 +11,12 @@ from client.device import privacy_unit, resolve_delta
 from server.loop import RoundStats
 from shared_models.config import Config
 from shared_models.metrics import METRIC_NAMES
-from shared_models.privacy import PrivacyLedger
+from shared_models.privacy import PrivacyLedger, replace_one_epsilon
+
+
+UNIT_DEFINITION = ("add/remove one training window: the device's history is cut from its end into disjoint "
+                   "windows of up to max_len + 1 consecutive interactions; each is one DP-SGD sample. "
+                   "Changing one interaction's item (replace-one) is covered at epsilon_replace_one.")
 
 
 def ledger_summaries(cfg: Config, run_dir: Path, pop) -> list[dict[str, Any]]:
@@ -20,9 +25,13 @@ def ledger_summaries(cfg: Config, run_dir: Path, pop) -> list[dict[str, Any]]:
     if p.mode == "none":
         return []
     delta = resolve_delta(cfg, pop.max_interactions)
-    return [PrivacyLedger.open(f, accountant=p.accountant, delta=delta, unit=privacy_unit(cfg),
-                               target_epsilon=p.target_epsilon).to_summary()
-            for f in sorted((run_dir / "devices").glob("*/ledger.json"))]
+    out = []
+    for f in sorted((run_dir / "devices").glob("*/ledger.json")):
+        ledger = PrivacyLedger.open(f, accountant=p.accountant, delta=delta, unit=privacy_unit(cfg),
+                                    target_epsilon=p.target_epsilon)
+        history = [(e.noise_multiplier, e.sample_rate, e.num_steps) for e in ledger.rounds]
+        out.append({**ledger.to_summary(), "epsilon_replace_one": replace_one_epsilon(history, delta=delta)})
+    return out
 
 
 def ledger_epsilons(cfg: Config, run_dir: Path, pop) -> tuple[float, float]:
@@ -39,7 +48,10 @@ def privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats]) ->
                            "noise_multiplier": 0.0 if off else p.noise_multiplier,
                            "max_grad_norm": None if off else p.max_grad_norm,
                            "sample_rate": None, "steps": None, "epsilon_mean": None, "accountant": p.accountant,
-                           "refusals": int(sum(s.refused for s in stats)), "devices_trained": 0}
+                           "refusals": int(sum(s.refused for s in stats)), "devices_trained": 0,
+                           "unit_definition": None if off else UNIT_DEFINITION, "epsilon_replace_one": None,
+                           "noise_source": None if off else ("public seed (TESTING ONLY: not private)"
+                                                             if p.reproducible_noise else "device secret")}
     if off:
         return out
     summaries = ledger_summaries(cfg, run_dir, pop)
@@ -48,7 +60,8 @@ def privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats]) ->
     if summaries:
         worst = max(summaries, key=lambda s: s["epsilon"])
         out.update(epsilon=worst["epsilon"], sample_rate=worst["sample_rate"], steps=worst["steps"],
-                   epsilon_mean=float(np.mean([s["epsilon"] for s in summaries])), devices_trained=len(summaries))
+                   epsilon_mean=float(np.mean([s["epsilon"] for s in summaries])), devices_trained=len(summaries),
+                   epsilon_replace_one=max(s["epsilon_replace_one"] for s in summaries))
     return out
 
 

@@ -17,6 +17,7 @@ from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes,
 from shared_models.config import Config
 from simulations.devices import initial_shared, population
 from simulations.checkpoint import load_checkpoint, save_checkpoint, trim_history
+from simulations.run_log import log_record, open_round_log, server_signing_key
 from simulations.inline import InlineTransport
 from simulations.report import build_result, ledger_epsilons
 
@@ -108,10 +109,13 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     if done:
         log.info("resuming after round %d (checkpoint in %s)", done, run_dir / "checkpoint")
 
+    round_log = open_round_log(run_dir, server_signing_key(run_dir, keys_dir), last_round=done)
+
     def on_round(st: RoundStats) -> None:
         st.epsilon_max, st.epsilon_mean = ledger_epsilons(cfg, run_dir, pop)
         append_history(history, st)
         stats.append(st)
+        round_log.append(log_record(cfg, st, strategy))  # before the checkpoint: a resume trims, never gaps
         save_checkpoint(run_dir, strategy, stats, json.loads(json.dumps(config)))
 
     with _progress(progress) as bar:

@@ -21,7 +21,7 @@ def tiny_config(dataset: Path, **sections) -> Config:
             "federated": {"backend": "inline", "num-server-rounds": 2, "clients-per-round": 4,
                           "min-train-nodes": 1, "eval-every": 0, "batch-size": 4, "lr": 0.01},
             "privacy": {"mode": "example", "noise-multiplier": 1.0, "max-grad-norm": 1.0,
-                        "target-epsilon": 50.0, "delta": 1e-5},
+                        "target-epsilon": 50.0, "delta": 1e-5, "reproducible-noise": True},
             "he": {"enabled": False}}
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)

@@ -91,3 +91,25 @@ def test_budget_precheck_plans_exactly_what_opacus_does(n, batch):
     res = train_local_dp(model, w, epochs=2, lr=0.01, batch_size=batch, noise_multiplier=1.0, max_grad_norm=1.0,
                          seed=0)
     assert dp_plan(n, batch_size=batch, epochs=2) == (pytest.approx(res.sample_rate), res.steps)
+
+
+def test_dp_noise_seed_comes_from_a_device_secret(tmp_path):
+    """Nobody who knows the run seed, round and device id can regenerate a device's DP noise."""
+    a, b = DeviceStore(tmp_path / "a"), DeviceStore(tmp_path / "b")
+    assert a.noise_seed(3) == a.noise_seed(3)  # stable for a resumed round on the same device
+    assert a.noise_seed(3) != a.noise_seed(4)
+    assert a.noise_seed(3) != b.noise_seed(3)  # same round, different secret
+    assert (tmp_path / "a" / "noise_secret.bin").stat().st_mode & 0o777 == 0o600
+    assert DeviceStore(tmp_path / "a").noise_seed(3) == a.noise_seed(3)  # survives a restart
+
+
+def test_secret_noise_makes_two_identical_devices_train_differently(setup):
+    cfg, pop, shared, tmp = setup
+    cfg.privacy.reproducible_noise = False
+    outs = [device_train(data=pop.devices[0], store=DeviceStore(tmp / f"s{i}"), global_shared=shared, cfg=cfg,
+                         round_id=1) for i in range(2)]
+    assert any(not np.array_equal(outs[0].shared[k], outs[1].shared[k]) for k in shared)
+    cfg.privacy.reproducible_noise = True
+    outs = [device_train(data=pop.devices[0], store=DeviceStore(tmp / f"r{i}"), global_shared=shared, cfg=cfg,
+                         round_id=1) for i in range(2)]
+    assert all(np.array_equal(outs[0].shared[k], outs[1].shared[k]) for k in shared)

@@ -40,6 +40,14 @@ def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_pat
     assert [int(r["round"]) for r in rows] == [1, 2, 3]
     again = simulate(cfg, tmp_path / "run", progress=False)  # finished: returned as is
     assert again["timing"] == resumed["timing"]
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from server.round_log import verify_log
+    from shared_models.crypto import load_public_key
+
+    key = load_public_key(tmp_path / "run" / "keys" / "server" / "signing_ed25519.pub.pem", Ed25519PublicKey)
+    check = verify_log(tmp_path / "run" / "round_log.jsonl", key, expected_rounds=3)
+    assert check.ok and check.rounds == 3, check.reason
 
 
 def test_device_refuses_to_retrain_a_round_already_in_its_ledger(tmp_path):

@@ -40,10 +40,10 @@ def test_flower_ray_simulation_with_he_writes_the_contract_with_true_epsilon(tmp
     on_disk = json.loads((run / "metrics.json").read_text())
     assert on_disk["metrics"] == result["metrics"]
     assert set(on_disk["privacy"]) >= CONTRACT_PRIVACY
-    assert on_disk["privacy"]["unit"] == "interaction"
+    assert on_disk["privacy"]["unit"] == "window"
     assert (on_disk["rounds"], on_disk["clients_per_round"], on_disk["num_clients"]) == (2, 5, 8)
     assert on_disk["evaluated_devices"] == 8
-    ledgers = [PrivacyLedger.open(p, delta=1e-5, unit="interaction", target_epsilon=50.0)
+    ledgers = [PrivacyLedger.open(p, delta=1e-5, unit="window", target_epsilon=50.0)
                for p in sorted((run / "devices").glob("*/ledger.json"))]
     assert 5 <= len(ledgers) <= 8
     eps = [led.epsilon() for led in ledgers]

@@ -7,6 +7,7 @@ Layout (after Opacus' ``accountants/``): pure math with no framework imports
 """
 
 from .accountant import RDPAccountant
+from .adjacency import replace_one_epsilon
 from .base import Accountant
 from .calibrate import (
     DEFAULT_EPSILON_TOLERANCE,
@@ -33,6 +34,7 @@ from .rdp import (
 from .registry import ACCOUNTANTS, accountant_from_dict, make_accountant
 
 __all__ = [
+    "replace_one_epsilon",
     "ACCOUNTANTS",
     "Accountant",
     "DEFAULT_EPSILON_TOLERANCE",

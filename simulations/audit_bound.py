@@ -1,0 +1,64 @@
+"""From correct membership guesses on canaries to an ε lower bound, after Steinke, Nasr & Jagielski.
+
+T. Steinke, M. Nasr, M. Jagielski, "Privacy Auditing with One (1) Training Run", NeurIPS 2023,
+arXiv:2305.08846, Theorem 5.2. Each of ``m`` canaries is included independently with probability 1/2;
+after one run the auditor makes ``r`` guesses (a number fixed BEFORE seeing the output) and ``v`` of them
+are right. If the mechanism is (ε, δ)-DP under add/remove of one canary, then for every ``v``
+
+    P[W >= v] <= f(v) + 2 m δ · max_{1 <= i <= v} (f(v - i) - f(v)) / i,
+    f(u) = P[Binomial(r, e^ε / (1 + e^ε)) >= u]
+
+(for ``i > v`` the ratio is never larger than at ``i = v``). That right-hand side is the p-value of the
+hypothesis "(ε, δ)-DP"; it grows with ε, so the lower bound at confidence ``c`` is the largest ε whose
+p-value is still below ``1 - c`` (bisection).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+BISECTION_STEPS = 60
+EPS_SEARCH_CAP = 100.0
+"""Lower bounds are searched in [0, EPS_SEARCH_CAP]; with a few hundred canaries none gets near it."""
+
+
+def _check(m: int, r: int, v: int, delta: float) -> None:
+    if not 0 <= v <= r <= m:
+        raise ValueError(f"need 0 <= correct ({v}) <= guesses ({r}) <= canaries ({m})")
+    if not 0.0 <= delta < 1.0:
+        raise ValueError(f"delta must be in [0, 1), got {delta}")
+
+
+def p_value(*, m: int, r: int, v: int, epsilon: float, delta: float) -> float:
+    """Largest probability that an (ε, δ)-DP mechanism lets ``r`` guesses get ``>= v`` right (Thm 5.2)."""
+    _check(m, r, v, delta)
+    if v == 0:
+        return 1.0
+    p = 1.0 / (1.0 + math.exp(-epsilon))  # accuracy of ε-DP randomized response
+    tail = float(stats.binom.sf(v - 1, r, p))  # f(v) = P[Bin >= v]
+    below = stats.binom.pmf(np.arange(v - 1, -1, -1), r, p)  # P[Bin = v-1], P[Bin = v-2], ..., P[Bin = 0]
+    alpha = float(np.max(np.cumsum(below) / np.arange(1, v + 1)))  # max_i (f(v-i) - f(v)) / i
+    return min(1.0, tail + 2.0 * m * delta * alpha)
+
+
+def epsilon_lower_bound(*, m: int, r: int, v: int, delta: float, confidence: float) -> float:
+    """Largest ε rejected at ``confidence`` by ``v`` correct of ``r`` guesses on ``m`` canaries (0 if none)."""
+    _check(m, r, v, delta)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    level = 1.0 - confidence
+    if p_value(m=m, r=r, v=v, epsilon=0.0, delta=delta) > level:
+        return 0.0
+    lo, hi = 0.0, EPS_SEARCH_CAP
+    if p_value(m=m, r=r, v=v, epsilon=hi, delta=delta) <= level:
+        return hi
+    for _ in range(BISECTION_STEPS):  # invariant: p(lo) <= level < p(hi)
+        mid = 0.5 * (lo + hi)
+        if p_value(m=m, r=r, v=v, epsilon=mid, delta=delta) <= level:
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -1,0 +1,57 @@
+"""Wiring of the server's signed round log into a run (``RUN_DIR/round_log.jsonl``).
+
+With HE the server's Ed25519 key comes from the key authority (``keys/server/``); without HE the harness
+makes one for the run in ``RUN_DIR/keys/server/`` so every run's log can be verified by ``fedinterest audit
+--verify-log`` with ``keys/server/signing_ed25519.pub.pem``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from server.loop import RoundStats
+from server.round_log import RoundLog, aggregate_sha256, code_version, config_hash
+from shared_models.atomic_io import atomic_write_bytes
+from shared_models.config import Config
+from shared_models.crypto import generate_signing_key, load_private_key, save_private_key, save_public_key
+
+LOG_NAME = "round_log.jsonl"
+SERVER_KEY = Path("server") / "signing_ed25519.pem"
+SERVER_PUB = Path("server") / "signing_ed25519.pub.pem"
+
+
+def server_signing_key(run_dir: Path, keys_dir: str) -> Ed25519PrivateKey:
+    root = Path(keys_dir) if keys_dir else run_dir / "keys"
+    if not (root / SERVER_KEY).is_file():
+        key = generate_signing_key()
+        (root / "server").mkdir(parents=True, exist_ok=True)
+        save_private_key(key, root / SERVER_KEY)
+        save_public_key(key.public_key(), root / SERVER_PUB)
+    return load_private_key(root / SERVER_KEY, Ed25519PrivateKey)
+
+
+def open_round_log(run_dir: Path, key: Ed25519PrivateKey, *, last_round: int) -> RoundLog:
+    """Open (verifying) the log; lines of rounds after ``last_round`` (a round that did not reach its
+    checkpoint before a crash) are dropped from the end, which keeps the hash chain valid."""
+    path = run_dir / LOG_NAME
+    if path.exists():
+        lines = path.read_bytes().splitlines(keepends=True)
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["round"] <= last_round]
+        if len(kept) != len(lines):
+            atomic_write_bytes(path, b"".join(kept))
+    return RoundLog(path, key)
+
+
+def log_record(cfg: Config, st: RoundStats, strategy) -> dict[str, Any]:
+    rejected = [{"node": int(n), "reason": str(why)} for r, n, why in getattr(strategy, "rejected", [])
+                if r == st.round]
+    return {"round": int(st.round), "sampled": int(st.sampled), "valid": int(st.valid),
+            "refused": int(st.refused), "failed": int(st.failed), "rejected": rejected,
+            "aggregate_sha256": aggregate_sha256(strategy.broadcast()),
+            "noise": {"mode": cfg.privacy.mode, "noise_multiplier": float(cfg.privacy.noise_multiplier),
+                      "max_grad_norm": float(cfg.privacy.max_grad_norm)},
+            "config_hash": config_hash(cfg.to_dict()), "code_version": code_version()}
