@@ -35,11 +35,12 @@ def main(grid: Grid, context: Context) -> None:
     else:
         cfg = config_from_run_config(dict(context.run_config))
         run_dir = Path(str(context.run_config.get("run-dir", DEFAULT_RUN_DIR))).resolve()
-        progress, expected = False, len(population(cfg).devices)
+        progress = False
+        expected = cfg.federated.expected_nodes or len(population(cfg).devices)
     run_dir.mkdir(parents=True, exist_ok=True)
     keys_dir = prepare_keys(cfg, population(cfg), run_dir)
     transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S,
-                              keys_dir=keys_dir)
+                              keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s)
     result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
     JOB["result"] = result
     log.info("metrics written to %s", run_dir / "metrics.json")

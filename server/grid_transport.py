@@ -15,7 +15,6 @@ from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_CONFIG_JSON,
                                     METRICS, UPDATE, bytes_array, config_to_json)
 
 log = logging.getLogger(__name__)
-NODE_WAIT_S = 120.0  # how long to wait for the expected number of nodes to register
 POLL_S = 0.5
 
 
@@ -23,11 +22,11 @@ class GridTransport:
     """Node index i is the i-th registered node id in sorted order (node ids are opaque uint64)."""
 
     def __init__(self, grid, cfg: Config, run_dir: str, *, expected_nodes: int, timeout_s: float | None,
-                 keys_dir: str = "") -> None:
+                 keys_dir: str = "", node_wait_s: float = 120.0) -> None:
         self.grid, self.cfg, self.run_dir, self.keys_dir = grid, cfg, str(run_dir), keys_dir
         self.timeout_s = timeout_s
         self._config_json = config_to_json(cfg)
-        self._ids = self._wait_for_nodes(expected_nodes)
+        self._ids = self._wait_for_nodes(expected_nodes, node_wait_s)
 
     def __enter__(self) -> "GridTransport":
         return self
@@ -35,8 +34,8 @@ class GridTransport:
     def __exit__(self, *exc) -> None:
         return None
 
-    def _wait_for_nodes(self, expected: int) -> list[int]:
-        deadline = time.monotonic() + NODE_WAIT_S
+    def _wait_for_nodes(self, expected: int, wait_s: float) -> list[int]:
+        deadline = time.monotonic() + wait_s
         while True:
             ids = sorted(int(i) for i in self.grid.get_node_ids())
             if len(ids) >= expected or time.monotonic() > deadline:

@@ -172,7 +172,7 @@ def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], strategy) -
     if not strategy.finish(min_train_nodes=cfg.federated.min_train_nodes):
         log.warning("round %d: %d valid updates < min_train_nodes=%d: keeping the previous model", r,
                     len(accepted), cfg.federated.min_train_nodes)
-    losses = [a.metrics.get("train_loss", math.nan) for a in accepted]
+    losses = [a.metrics["train_loss"] for a in accepted if "train_loss" in a.metrics]  # none under HE
     timings = {k: [a.metrics[k] for a in accepted if k in a.metrics] for k in ("encrypt_s", "decrypt_s")}
     timings["bytes_per_update"] = [float(len(a.payload)) for a in accepted if a.payload is not None]
     st = RoundStats(round=r, sampled=len(replies), valid=len(accepted), refused=refused, failed=failed,

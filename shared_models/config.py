@@ -78,6 +78,8 @@ class FederatedConfig:
     num_cpus: float = 1.0  # Ray resources per simulated device
     num_gpus: float = 0.0
     ray_address: str = ""  # existing Ray cluster address ("" = start a local one)
+    expected_nodes: int = 0  # nodes the ServerApp waits for (0 = one per user of data.dataset)
+    node_wait_s: float = 120.0  # how long the ServerApp waits for them to register
     device: str = "cpu"  # torch device on simulated devices: cpu | cuda | auto
 
 

@@ -23,12 +23,16 @@ app.add_typer(keys_app, name="keys")
 
 
 def _mount_subcommands() -> None:
-    """Sub-apps that live beside their code (sweep, audit)."""
+    """Sub-apps that live beside their code (sweep, audit, the on-device runtime)."""
+    from client.cli_device import device_app, export_cmd, recommend_cmd
     from simulations.cli_audit import audit_app
     from simulations.cli_sweep import sweep_app
 
     app.add_typer(sweep_app, name="sweep")
     app.add_typer(audit_app, name="audit")
+    app.add_typer(device_app, name="device")
+    app.command("recommend")(recommend_cmd)
+    app.command("export")(export_cmd)
 
 
 _mount_subcommands()
@@ -99,8 +103,11 @@ def keys_init(out: Path = typer.Option(..., help="directory to create (clients/ 
               num_devices: Optional[int] = typer.Option(None, help="devices named 0..N-1 (instead of --dataset)"),
               config: Optional[Path] = typer.Option(None, help="TOML config whose [he] section to use"),
               set_: list[str] = typer.Option([], "--set", help="dotted override, e.g. --set he.max-weight=16"),
+              deploy_host: list[str] = typer.Option([], "--deploy-host", help="also write TLS + SuperNode "
+                                                    "auth keys (DIR/deploy/) with this SuperLink host name"),
               overwrite: bool = typer.Option(False, help="replace an existing key directory")) -> None:
-    """Create the CKKS context (secret for devices, public for the server), Ed25519 keys, sealed secrets."""
+    """Create the CKKS context (secret for devices, public for the server), Ed25519 keys, sealed secrets;
+    with --deploy-host also a TLS CA, the SuperLink certificate and per-device SuperNode auth keys."""
     _setup_logging(False)
     from shared_models.crypto import init_keys
     from simulations.datasets import DatasetError
@@ -118,6 +125,11 @@ def keys_init(out: Path = typer.Option(..., help="directory to create (clients/ 
         else:
             ids = [str(i) for i in range(num_devices)]
         layout = init_keys(out, device_ids=ids, he=cfg.he.to_he_config(), overwrite=overwrite)
+        if deploy_host:
+            from shared_models.crypto.tls import init_deploy_keys
+
+            deploy = init_deploy_keys(out / "deploy", device_ids=ids, hosts=deploy_host, overwrite=overwrite)
+            console.print(f"TLS CA, SuperLink certificate and SuperNode auth keys in {deploy.root}")
     except (ConfigError, DatasetError, FileNotFoundError, FileExistsError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"keys for {len(ids)} devices: server (public context, no secret key) in {layout.server_dir}, "
@@ -180,6 +192,8 @@ def simulate_cmd(
     p = result["privacy"]
     if p["mode"] == "none":
         console.print("privacy: none (no DP guarantee)")
+    elif p["epsilon"] is None:
+        console.print(f"privacy: {p['ledgers']}")
     else:
         mean = p["epsilon_mean"] if p["epsilon_mean"] is not None else 0.0
         console.print(f"privacy: ({p['epsilon']:.3f}, {p['delta']:.1e})-DP per device for adding/removing one "

@@ -56,7 +56,7 @@ def privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats]) ->
         return out
     summaries = ledger_summaries(cfg, run_dir, pop)
     out["delta"] = resolve_delta(cfg, pop.max_interactions)
-    out["epsilon"] = 0.0
+    out["ledgers"] = "read from RUN_DIR/devices" if summaries else "on the devices (not visible to the server)"
     if summaries:
         worst = max(summaries, key=lambda s: s["epsilon"])
         out.update(epsilon=worst["epsilon"], sample_rate=worst["sample_rate"], steps=worst["steps"],

@@ -61,6 +61,9 @@ def prepare_keys(cfg: Config, pop, run_dir: Path) -> str:
     from shared_models.crypto import init_keys
 
     keys_dir = Path(cfg.he.keys_dir) if cfg.he.keys_dir else run_dir / "keys"
+    if cfg.he.keys_dir and not (keys_dir / "manifest.json").exists():
+        raise FileNotFoundError(f"he.keys_dir {keys_dir}: no manifest.json there; make the keys first with "
+                                "`fedinterest keys init` (fresh keys would not match the devices' keys)")
     if not (keys_dir / "manifest.json").exists():
         init_keys(keys_dir, device_ids=[d.device_id for d in pop.devices], he=cfg.he.to_he_config())
         log.info("key authority: CKKS + Ed25519 + sealed secrets for %d devices in %s", len(pop.devices), keys_dir)
