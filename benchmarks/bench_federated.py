@@ -26,6 +26,7 @@ from simulations.simulate import simulate  # noqa: E402
 BASE = "simulations/configs/ml100k-dp.toml"
 VARIANTS = {
     "fed": ["privacy.mode=none", "he.enabled=false"],
+    "fed-shared-short": ["privacy.mode=none", "he.enabled=false", "federated.personal-short-term=false"],
     "fed-dp": ["he.enabled=false"],
     "fed-dp-he": [],
 }
