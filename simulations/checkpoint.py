@@ -23,6 +23,18 @@ from shared_models.atomic_io import atomic_write_bytes
 STATE = "state.json"
 
 
+def same_config(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Equal on every key both configs have (a field added to Config later, at its default, is no change)."""
+    for section, values in current.items():
+        old = recorded.get(section)
+        if isinstance(values, dict) and isinstance(old, dict):
+            if any(k in old and old[k] != v for k, v in values.items()):
+                return False
+        elif old is not None and old != values:
+            return False
+    return True
+
+
 def _dir(run_dir: Path) -> Path:
     return run_dir / "checkpoint"
 
@@ -51,7 +63,7 @@ def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any]) -> tuple[in
     if not path.is_file():
         return 0, []
     state = json.loads(path.read_text())
-    if state["config"] != config:
+    if not same_config(state["config"], config):
         raise ValueError(f"{path}: the run directory holds a run with a different config; use a new --out "
                          "or --fresh to start over")
     if isinstance(strategy, PlainFedAvg):

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, run_rounds, write_json
 from shared_models.config import Config
 from simulations.devices import initial_shared, population
-from simulations.checkpoint import load_checkpoint, save_checkpoint, trim_history
+from simulations.checkpoint import load_checkpoint, same_config, save_checkpoint, trim_history
 from simulations.run_log import log_record, open_round_log, server_signing_key
 from simulations.inline import InlineTransport
 from simulations.report import build_result, ledger_epsilons
@@ -47,11 +47,19 @@ def simulate(cfg: Config, run_dir: Path | str, *, progress: bool = True, resume:
 
 
 def _finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
+    """The finished run of this config in ``run_dir``; an error if it holds anything else that a resume
+    could silently mix into a new run (another config, or device states without a server checkpoint)."""
+    config = json.loads(json.dumps(cfg.to_dict()))
     path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text())
-    return result if result.get("config") == json.loads(json.dumps(cfg.to_dict())) else None
+    if path.is_file():
+        result = json.loads(path.read_text())
+        if same_config(result.get("config", {}), config):
+            return result
+        raise ValueError(f"{run_dir} holds a finished run of a different config: use another --out, or --fresh")
+    if not (run_dir / "checkpoint").is_dir() and ((run_dir / "devices").is_dir() or (run_dir / "history.csv").exists()):
+        raise ValueError(f"{run_dir} holds device states of an unfinished run without a server checkpoint: "
+                         "resuming would mix them into a new run; use another --out, or --fresh")
+    return None
 
 
 def prepare_keys(cfg: Config, pop, run_dir: Path) -> str:

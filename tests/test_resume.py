@@ -64,3 +64,20 @@ def test_device_refuses_to_retrain_a_round_already_in_its_ledger(tmp_path):
     again = device_train(data=pop.devices[0], store=store, global_shared=shared, cfg=cfg, round_id=4)
     assert not first.refused and again.refused and "already trained in round 4" in again.reason
     assert store.ledger(cfg.privacy, delta=1e-5).epsilon() == eps
+
+
+def test_a_run_dir_of_another_config_or_without_checkpoint_is_never_mixed_in(tmp_path):
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=8), federated={"num-server-rounds": 1,
+                                                                             "clients-per-round": 4})
+    simulate(cfg, tmp_path / "run", progress=False)
+    other = tiny_config(synthetic_csv(tmp_path / "s.csv", users=8), federated={"num-server-rounds": 1,
+                                                                               "clients-per-round": 3})
+    with pytest.raises(ValueError, match="different config"):
+        simulate(other, tmp_path / "run", progress=False)
+    (tmp_path / "run" / "metrics.json").unlink()
+    import shutil
+    shutil.rmtree(tmp_path / "run" / "checkpoint")
+    with pytest.raises(ValueError, match="without a server checkpoint"):
+        simulate(cfg, tmp_path / "run", progress=False)
+    fresh = simulate(other, tmp_path / "run", progress=False, resume=False)
+    assert fresh["clients_per_round"] == 3
