@@ -19,10 +19,11 @@ import torch
 
 from client.store import PRIVACY_UNIT, DeviceStore
 from shared_models.config import Config
-from shared_models.dp_training import sample_rate_for, train_local, train_local_dp
+from shared_models.dp_training import LocalTrainResult, sample_rate_for, train_local, train_local_dp
 from shared_models.evaluation import rank_targets
 from shared_models.model import InterestModel
-from shared_models.sequences import build_windows
+from shared_models.privacy import PrivacyLedger
+from shared_models.sequences import Windows, build_windows
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,22 @@ def resolve_delta(cfg: Config, num_interactions: int) -> float:
     return cfg.privacy.delta if cfg.privacy.delta > 0 else 1.0 / max(1, num_interactions)
 
 
-def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
-                 round_id: int, text: torch.Tensor | None = None, max_interactions: int = 0) -> TrainOutcome:
-    """One local training round; see the module docstring. Refuses (without training) past the budget."""
+@dataclass
+class PreparedRound:
+    """A device ready to train this round (everything but the optimisation itself)."""
+
+    data: DeviceData
+    store: DeviceStore
+    model: InterestModel
+    windows: Windows
+    seed: int  # optimiser / DP noise + Poisson sampling seed (a device secret unless reproducible_noise)
+    ledger: PrivacyLedger | None
+
+
+def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
+                  round_id: int, text: torch.Tensor | None = None,
+                  max_interactions: int = 0) -> PreparedRound | TrainOutcome:
+    """Validate, build the local model, and check the budget; a TrainOutcome means the device declines."""
     fed, priv = cfg.federated, cfg.privacy
     validate_device_data(data)
     windows = build_windows([data.train], max_len=cfg.model.max_len, stride=0)
@@ -105,12 +119,9 @@ def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[st
     load_weights(model, global_shared, store)
     seed = fed.seed * 7919 + round_id * 104729 + _stable_hash(data.device_id)
     torch.manual_seed(seed)  # dropout masks: reproducible per (run seed, round, device), also after a resume
-    if priv.mode != "none" and not priv.reproducible_noise:
-        seed = store.noise_seed(round_id)  # DP noise + Poisson sampling from a device-only secret
-    common = dict(epochs=fed.local_epochs, lr=fed.lr, batch_size=fed.batch_size, seed=seed,
-                  optimizer=fed.optimizer)
-    metrics: dict[str, float] = {}
+    ledger = None
     if priv.mode == "example":
+        seed = seed if priv.reproducible_noise else store.noise_seed(round_id)  # DP noise from a device secret
         ledger = store.ledger(priv, delta=resolve_delta(cfg, max_interactions))
         if any(e.round_id == round_id for e in ledger.rounds):  # a resumed run re-asks an interrupted round
             return TrainOutcome(refused=True, reason=f"already trained in round {round_id}: retraining would "
@@ -120,19 +131,40 @@ def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[st
             eps = ledger.epsilon()
             return TrainOutcome(refused=True, reason=f"budget: epsilon {eps:.3f} would exceed target "
                                 f"{priv.target_epsilon} after this round", metrics={"epsilon": eps})
-        result = train_local_dp(model, windows, noise_multiplier=priv.noise_multiplier,
-                                max_grad_norm=priv.max_grad_norm, **common)
-        ledger.record(round_id=round_id, noise_multiplier=result.noise_multiplier,
-                      sample_rate=result.sample_rate, num_steps=result.steps)
-        metrics.update(epsilon=ledger.epsilon(), steps=float(ledger.total_steps), sample_rate=result.sample_rate)
-    else:
-        result = train_local(model, windows, **common)
-    keys = shared_keys(model, personal_short_term=fed.personal_short_term)
-    params = dict(model.named_parameters())
-    store.save_personal({k: v for k, v in params.items() if k not in keys})
+    return PreparedRound(data, store, model, windows, seed, ledger)
+
+
+def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, round_id: int) -> TrainOutcome:
+    """Record the privacy spend, keep the personal weights on the device, return only the shared ones."""
+    metrics: dict[str, float] = {"train_loss": result.loss}
+    if prep.ledger is not None:
+        prep.ledger.record(round_id=round_id, noise_multiplier=result.noise_multiplier,
+                           sample_rate=result.sample_rate, num_steps=result.steps)
+        metrics.update(epsilon=prep.ledger.epsilon(), steps=float(prep.ledger.total_steps),
+                       sample_rate=result.sample_rate)
+    keys = shared_keys(prep.model, personal_short_term=cfg.federated.personal_short_term)
+    params = dict(prep.model.named_parameters())
+    prep.store.save_personal({k: v for k, v in params.items() if k not in keys})
     shared = OrderedDict((k, params[k].detach().cpu().numpy().copy()) for k in keys)
-    metrics["train_loss"] = result.loss
     return TrainOutcome(shared=shared, num_examples=result.num_examples, metrics=metrics)
+
+
+def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
+                 round_id: int, text: torch.Tensor | None = None, max_interactions: int = 0) -> TrainOutcome:
+    """One local training round; see the module docstring. Refuses (without training) past the budget."""
+    prep = prepare_round(data=data, store=store, global_shared=global_shared, cfg=cfg, round_id=round_id,
+                         text=text, max_interactions=max_interactions)
+    if isinstance(prep, TrainOutcome):
+        return prep
+    fed, priv = cfg.federated, cfg.privacy
+    common = dict(epochs=fed.local_epochs, lr=fed.lr, batch_size=fed.batch_size, seed=prep.seed,
+                  optimizer=fed.optimizer)
+    if prep.ledger is not None:
+        result = train_local_dp(prep.model, prep.windows, noise_multiplier=priv.noise_multiplier,
+                                max_grad_norm=priv.max_grad_norm, **common)
+    else:
+        result = train_local(prep.model, prep.windows, **common)
+    return finish_round(prep, result, cfg=cfg, round_id=round_id)
 
 
 def device_evaluate(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,

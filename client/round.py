@@ -11,7 +11,7 @@ import json
 import numpy as np
 import torch
 
-from client.device import DeviceData, device_evaluate, device_train, initial_shared
+from client.device import DeviceData, TrainOutcome, device_evaluate, device_train, initial_shared
 from client.secure import decode_global, device_keys, encode_update
 from client.store import DeviceStore
 from server.loop import TrainReply
@@ -46,7 +46,14 @@ def train_round(*, data: DeviceData, store: DeviceStore, received, cfg: Config, 
                                          device_id=data.device_id)
     out = device_train(data=data, store=store, global_shared=weights, cfg=cfg, round_id=round_id, text=text,
                        max_interactions=max_interactions)
-    reply = TrainReply(node=node, refused=out.refused, reason=out.reason, device_id=data.device_id,
+    return make_reply(out, cfg=cfg, device_id=data.device_id, round_id=round_id, node=node, keys_dir=keys_dir,
+                      he_metrics=he_metrics)
+
+
+def make_reply(out: TrainOutcome, *, cfg: Config, device_id: str, round_id: int, node: int, keys_dir: str,
+               he_metrics: dict[str, float]) -> TrainReply:
+    """What leaves the device: shared weights (plaintext) or an encrypted, signed update (HE)."""
+    reply = TrainReply(node=node, refused=out.refused, reason=out.reason, device_id=device_id,
                        round_id=round_id, metrics={**out.metrics, **he_metrics})
     if cfg.he.enabled:
         reply.metrics = {k: v for k, v in reply.metrics.items() if k in HE_VISIBLE_METRICS}
@@ -55,7 +62,7 @@ def train_round(*, data: DeviceData, store: DeviceStore, received, cfg: Config, 
     if out.refused:
         return reply
     if cfg.he.enabled:
-        keys = device_keys(keys_dir, data.device_id)
+        keys = device_keys(keys_dir, device_id)
         reply.payload, reply.signature, reply.metrics["encrypt_s"] = encode_update(
             out.shared, weight=out.num_examples, keys=keys, round_id=round_id)
     else:

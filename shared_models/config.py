@@ -74,7 +74,8 @@ class FederatedConfig:
     eval_every: int = 5  # evaluate on validation items every N rounds (0 = only at the end)
     eval_clients: int = 0  # devices evaluated per validation round (0 = all)
     seed: int = 0
-    backend: str = "ray"  # ray (Flower simulation engine) | inline (same process, for tests/debugging)
+    backend: str = "ray"  # ray (Flower simulation engine) | inline (same process) | cohort (vectorized, DP only)
+    cohort_size: int = 64  # devices trained as one batched computation with backend = cohort
     num_cpus: float = 1.0  # Ray resources per simulated device
     num_gpus: float = 0.0
     ray_address: str = ""  # existing Ray cluster address ("" = start a local one)
@@ -159,7 +160,12 @@ class Config:
         _check(f.lr > 0, "federated.lr", "> 0", f.lr)
         _check(f.eval_every >= 0, "federated.eval_every", ">= 0", f.eval_every)
         _check(f.optimizer in ("adam", "sgd"), "federated.optimizer", "adam | sgd", f.optimizer)
-        _check(f.backend in ("ray", "inline"), "federated.backend", "ray | inline", f.backend)
+        _check(f.backend in ("ray", "inline", "cohort"), "federated.backend", "ray | inline | cohort", f.backend)
+        if f.backend == "cohort":
+            _check(p.mode == "example", "privacy.mode", "'example' with federated.backend = cohort", p.mode)
+            _check(self.model.dropout == 0.0, "model.dropout", "0 with federated.backend = cohort",
+                   self.model.dropout)
+            _check(f.cohort_size >= 1, "federated.cohort_size", ">= 1", f.cohort_size)
         _check(f.device in ("cpu", "cuda", "auto"), "federated.device", "cpu | cuda | auto", f.device)
         _check(p.mode in PRIVACY_MODES, "privacy.mode", f"one of {PRIVACY_MODES}", p.mode)
         if p.mode != "none":

@@ -37,9 +37,12 @@ def simulate(cfg: Config, run_dir: Path | str, *, progress: bool = True, resume:
     elif (finished := _finished(run_dir, cfg)) is not None:
         log.info("%s already holds a finished run of this config: nothing to do", run_dir)
         return finished
-    if cfg.federated.backend == "inline":
+    if cfg.federated.backend in ("inline", "cohort"):
         keys_dir = prepare_keys(cfg, population(cfg), run_dir)
-        with InlineTransport(cfg, population(cfg), run_dir, keys_dir) as transport:
+        transport_cls = InlineTransport
+        if cfg.federated.backend == "cohort":
+            from simulations.cohort_transport import CohortTransport as transport_cls  # torch.func path
+        with transport_cls(cfg, population(cfg), run_dir, keys_dir) as transport:
             return run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
     from simulations.flower_backend import run_flower_simulation  # imports flwr + ray lazily
 
