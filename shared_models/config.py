@@ -278,17 +278,20 @@ def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None
     return cfg.validate()
 
 
+def read_toml(path: str | Path, *, what: str = "config") -> dict[str, Any]:
+    """Parse a TOML file; a missing file or bad TOML is a ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None, *, cls: type = Config) -> Any:
     """Load a TOML config file (errors name the file) and apply dotted overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    data: dict[str, Any] = read_toml(path) if path is not None else {}
     try:
         return build_config(data, overrides, cls=cls)
     except ConfigError as exc:

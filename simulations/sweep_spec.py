@@ -18,13 +18,12 @@ A sweep config is an ordinary run config (``[data] [model] [federated] [privacy]
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared_models.config import Config, ConfigError, TrainConfig, build_config, parse_overrides
+from shared_models.config import Config, ConfigError, TrainConfig, build_config, parse_overrides, read_toml
 
 SWEEP_TABLE = "sweep"
 SWEEP_KEYS = ("grid", "references", "central")
@@ -57,12 +56,7 @@ def norm_key(dotted: str) -> str:
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     """Read a sweep TOML file and apply ``--set`` overrides; errors name the file and the key."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"sweep config file not found: {p}")
-    try:
-        doc = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    doc = read_toml(p, what="sweep config")
     try:
         return parse_sweep(doc, list(overrides), source=str(p))
     except ConfigError as exc:
