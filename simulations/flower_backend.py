@@ -37,6 +37,9 @@ def run_flower_simulation(cfg: Config, run_dir: Path, *, progress: bool = True) 
     from client.app import app as client_app
     from server import app as server_module
 
+    # run_simulation is deprecated in favour of `flwr run` (which works too: see pyproject.toml); we keep the
+    # programmatic path for `fedinterest simulate` and silence Flower's INFO/WARNING banners, errors still show
+    logging.getLogger("flwr").setLevel(logging.ERROR)
     num_devices = len(population(cfg).devices)
     server_module.JOB.update(cfg=cfg, run_dir=run_dir, progress=progress, expected_nodes=num_devices, result=None)
     try:
