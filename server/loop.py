@@ -146,11 +146,12 @@ def run_rounds(cfg: Config, transport: Transport, strategy, *, start_round: int 
             st.metrics = evaluate_nodes(cfg, transport, r, strategy.broadcast(), "valid", rng)
         st.wall_s = time.perf_counter() - t0
         stats.append(st)
-        log.info("round %d: %d/%d valid, %d refused, %d failed, loss %.3f, eps max %.2f %s", r, st.valid,
-                 st.sampled, st.refused, st.failed, st.loss, st.epsilon_max,
-                 {k: round(v, 4) for k, v in st.metrics.items() if k in ("recall@10", "ndcg@10")})
         if on_round:
-            on_round(st)
+            on_round(st)  # fills epsilon from the device ledgers (the harness) and checkpoints
+        loss = "n/a" if math.isnan(st.loss) else f"{st.loss:.3f}"  # devices report no loss under HE
+        log.info("round %d: %d/%d valid, %d refused, %d failed, %d rejected, loss %s, eps max %.2f %s", r,
+                 st.valid, st.sampled, st.refused, st.failed, st.rejected, loss, st.epsilon_max,
+                 {k: round(v, 4) for k, v in st.metrics.items() if k in ("recall@10", "ndcg@10")})
         if progress:
             progress(r)
     return stats
