@@ -164,7 +164,9 @@ def test_tls_authenticated_deployment_runs_dp_he_rounds_and_keeps_strangers_out(
     t0 = time.monotonic()
     prep = _prepare(tmp_path)
     deploy, states, home = prep["deploy"], prep["states"], prep["home"]
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    # the SuperLink starts `flower-superexec` (and SuperNodes `flwr-clientapp`) by name: the venv's bin must be
+    # on PATH even when pytest runs as `.venv/bin/python -m pytest` without an activated venv
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
            "FLWR_TELEMETRY_ENABLED": "0", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     port = _free_port()
     _write_connection(home, port, deploy.ca_cert)
