@@ -24,6 +24,7 @@ from shared_models.evaluation import rank_targets
 from shared_models.model import InterestModel
 from shared_models.privacy import PrivacyLedger
 from shared_models.sequences import Windows, build_windows
+from shared_models.training import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
         return TrainOutcome(refused=True, reason=f"device {data.device_id}: no training window (history too short)")
     model = build_device_model(cfg, data.num_items, text, data.device_id)
     load_weights(model, global_shared, store)
+    model.to(resolve_device(fed.device))
     seed = fed.seed * 7919 + round_id * 104729 + _stable_hash(data.device_id)
     torch.manual_seed(seed)  # dropout masks: reproducible per (run seed, round, device), also after a resume
     ledger = None
@@ -144,7 +146,7 @@ def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, 
                        sample_rate=result.sample_rate)
     keys = shared_keys(prep.model, personal_short_term=cfg.federated.personal_short_term)
     params = dict(prep.model.named_parameters())
-    prep.store.save_personal({k: v for k, v in params.items() if k not in keys})
+    prep.store.save_personal({k: v.cpu() for k, v in params.items() if k not in keys})
     shared = OrderedDict((k, params[k].detach().cpu().numpy().copy()) for k in keys)
     return TrainOutcome(shared=shared, num_examples=result.num_examples, metrics=metrics)
 
@@ -158,7 +160,7 @@ def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[st
         return prep
     fed, priv = cfg.federated, cfg.privacy
     common = dict(epochs=fed.local_epochs, lr=fed.lr, batch_size=fed.batch_size, seed=prep.seed,
-                  optimizer=fed.optimizer)
+                  optimizer=fed.optimizer, device=resolve_device(fed.device))
     if prep.ledger is not None:
         result = train_local_dp(prep.model, prep.windows, noise_multiplier=priv.noise_multiplier,
                                 max_grad_norm=priv.max_grad_norm, **common)
@@ -174,10 +176,12 @@ def device_evaluate(*, data: DeviceData, store: DeviceStore, global_shared: dict
         raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
     model = build_device_model(cfg, data.num_items, text, data.device_id)
     load_weights(model, global_shared, store)
+    device = resolve_device(cfg.federated.device)
+    model.to(device)
     history = data.train if stage == "valid" else np.append(data.train, data.valid)
     target = data.valid if stage == "valid" else data.test
     ranks = rank_targets(model, [history], np.array([target]), num_items=data.num_items,
-                         max_len=cfg.model.max_len, batch_size=1)
+                         max_len=cfg.model.max_len, batch_size=1, device=device)
     return int(ranks[0])
 
 

@@ -17,6 +17,7 @@ from client.device import PreparedRound, TrainOutcome, finish_round, prepare_rou
 from client.round import global_weights, make_reply
 from server.loop import TrainReply
 from shared_models.cohort import train_cohort_dp
+from shared_models.training import resolve_device
 
 from simulations.inline import InlineTransport
 
@@ -69,7 +70,7 @@ class CohortTransport(InlineTransport):
                                   [p.windows for p in preps], epochs=fed.local_epochs, lr=fed.lr,
                                   batch_size=fed.batch_size, noise_multiplier=priv.noise_multiplier,
                                   max_grad_norm=priv.max_grad_norm, seeds=[p.seed for p in preps],
-                                  optimizer=fed.optimizer)
+                                  optimizer=fed.optimizer, device=resolve_device(fed.device))
         out = {}
         for node, prep, res in zip(ready, preps, results):
             params = dict(prep.model.named_parameters())
