@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from .errors import located
-from .rows import RawRows, read_text, require_token, to_number
+from .rows import RawRows, column_positions, read_text, require_token, to_number
 
 SEP = "\t"
 TYPE_SEP = ":"
@@ -32,17 +32,8 @@ def _lines(path: Path) -> list[str]:
 
 def parse_header(path: Path, header: str, required: tuple[str, ...]) -> dict[str, int]:
     """Map column name (the part before ``:type``) -> position; check required columns."""
-    columns: dict[str, int] = {}
-    for position, cell in enumerate(header.split(SEP)):
-        name = cell.split(TYPE_SEP, 1)[0].strip()
-        if name in columns:
-            raise located(path, "duplicate column in header", line=HEADER_LINE, column=name)
-        columns[name] = position
-    for name in required:
-        if name not in columns:
-            raise located(path, f"header lacks a required column (has {sorted(columns)})",
-                          line=HEADER_LINE, column=name)
-    return columns
+    names = [cell.split(TYPE_SEP, 1)[0].strip() for cell in header.split(SEP)]
+    return column_positions(path, names, required, header_line=HEADER_LINE)
 
 
 def _fields(path: Path, line_no: int, line: str, width: int) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .cache import atomic_write_bytes
 from .errors import located
-from .rows import ENCODING, RawRows, read_text, require_token, to_number
+from .rows import ENCODING, RawRows, column_positions, read_text, require_token, to_number
 from .types import Interactions
 
 USER_COL, ITEM_COL, TIME_COL, RATING_COL = "user", "item", "timestamp", "rating"
@@ -21,17 +21,7 @@ def _header(path: Path, header: list[str] | None) -> dict[str, int]:
     if header is None or not any(cell.strip() for cell in header):
         raise located(path, f"empty file: expected a header {','.join(REQUIRED)}",
                       line=HEADER_LINE)
-    columns: dict[str, int] = {}
-    for position, cell in enumerate(header):
-        name = cell.strip().lower()
-        if name in columns:
-            raise located(path, "duplicate column in header", line=HEADER_LINE, column=name)
-        columns[name] = position
-    for name in REQUIRED:
-        if name not in columns:
-            raise located(path, f"header lacks a required column (has {sorted(columns)})",
-                          line=HEADER_LINE, column=name)
-    return columns
+    return column_positions(path, [cell.strip().lower() for cell in header], REQUIRED, header_line=HEADER_LINE)
 
 
 def read_csv(path: Path) -> RawRows:

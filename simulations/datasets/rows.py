@@ -51,6 +51,22 @@ def read_text(path: Path) -> str:
         raise located(path, f"not valid {ENCODING} text ({exc.reason})", line=line) from None
 
 
+def column_positions(path: Path, names: list[str], required: tuple[str, ...], *,
+                     header_line: int) -> dict[str, int]:
+    """Column name -> position for an already-normalised header; duplicate or missing required columns are
+    DatasetErrors naming the file, the header line and the column."""
+    columns: dict[str, int] = {}
+    for position, name in enumerate(names):
+        if name in columns:
+            raise located(path, "duplicate column in header", line=header_line, column=name)
+        columns[name] = position
+    for name in required:
+        if name not in columns:
+            raise located(path, f"header lacks a required column (has {sorted(columns)})",
+                          line=header_line, column=name)
+    return columns
+
+
 def to_number(text: str, path: Path, line: int, column: str) -> float:
     """Parse a finite float or raise DatasetError naming file, line and column."""
     try:
