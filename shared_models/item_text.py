@@ -9,6 +9,7 @@ Embeddings are cached under the fedinterest cache keyed by (model path, SHA-256 
 from __future__ import annotations
 
 import hashlib
+import io
 import importlib.util
 import logging
 import os
@@ -17,17 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared_models.atomic_io import atomic_write_bytes
+from shared_models.paths import cache_root
+
 log = logging.getLogger(__name__)
 
 ENCODE_BATCH = 128
-
-
-def cache_root() -> Path:
-    """$FEDINTEREST_CACHE, else $XDG_CACHE_HOME/fedinterest, else ~/.cache/fedinterest."""
-    if os.environ.get("FEDINTEREST_CACHE"):
-        return Path(os.environ["FEDINTEREST_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fedinterest"
 
 
 def resolve_model_path(model_path: str) -> Path:
@@ -61,8 +57,7 @@ def encode_texts(texts: list[str], *, model_path: str, cache_dir: Path | None = 
     emb = encoder.encode(texts, batch_size=ENCODE_BATCH, normalize_embeddings=True,
                          convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
     emb[[i for i, t in enumerate(texts) if not t]] = 0.0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, emb)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.save(buf, emb)
+    atomic_write_bytes(path, buf.getvalue())
     return torch.from_numpy(emb)

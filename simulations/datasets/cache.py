@@ -5,16 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 from shared_models.atomic_io import atomic_write_bytes  # noqa: F401  (re-exported)
+from shared_models.paths import APP_DIR, CACHE_ENV, XDG_ENV, cache_root  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "FEDINTEREST_CACHE"
-XDG_ENV = "XDG_CACHE_HOME"
-APP_DIR = "fedinterest"
 ML100K_DIR = "ml-100k"
 
 #: SHA-256 of the RecBole atomic files (identical to the copy in recbole==1.2.1).
@@ -27,16 +24,6 @@ ML100K_SHA256: dict[str, str] = {
 STRICT_FILES = frozenset({"ml-100k.inter"})
 #: Records the sums of files that were accepted with a warning (converted by us).
 MANIFEST_NAME = "accepted-sha256.json"
-
-
-def cache_root() -> Path:
-    """``$FEDINTEREST_CACHE``, else ``$XDG_CACHE_HOME/fedinterest``, else ``~/.cache/fedinterest``."""
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get(XDG_ENV)
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / APP_DIR
 
 
 def sha256_bytes(data: bytes) -> str:
