@@ -1,8 +1,9 @@
 """What one device does in a round, as plain functions (the ClientApp only converts Messages).
 
 ``device_train``: load the global shared weights and this device's personal weights, train the whole local
-model on the device's own windows (DP-SGD when ``privacy.mode = example``), compose the spend into the
-persistent ledger, save the personal weights, and return ONLY the shared weights and the example count.
+model on the device's own windows (DP-SGD when ``privacy.mode`` is ``example`` or ``example+user``), compose
+the spend into the persistent ledger, save the personal weights, and return ONLY the shared weights and the
+example count -- or, under user-level DP, the clipped and noised shared delta with weight 1.
 ``device_evaluate``: score the full catalogue for the device's validation or test item.
 """
 
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from client.store import PRIVACY_UNIT, DeviceStore
+from client.store import EXAMPLE_MODES, PRIVACY_UNIT, DeviceStore
+from client.user_dp import noisy_delta, user_level
 from shared_models.config import Config
 from shared_models.dp_training import LocalTrainResult, sample_rate_for, train_local, train_local_dp
 from shared_models.evaluation import rank_targets
@@ -105,6 +107,8 @@ class PreparedRound:
     windows: Windows
     seed: int  # optimiser / DP noise + Poisson sampling seed (a device secret unless reproducible_noise)
     ledger: PrivacyLedger | None
+    global_shared: dict[str, np.ndarray] = field(default_factory=dict)  # the model this round started from
+    noise_seed: int = 0  # user-level noise (a device secret unless reproducible_noise)
 
 
 def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
@@ -122,8 +126,9 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
     seed = fed.seed * 7919 + round_id * 104729 + _stable_hash(data.device_id)
     torch.manual_seed(seed)  # dropout masks: reproducible per (run seed, round, device), also after a resume
     ledger = None
-    if priv.mode == "example":
-        seed = seed if priv.reproducible_noise else store.noise_seed(round_id)  # DP noise from a device secret
+    noise_seed = seed if priv.reproducible_noise or priv.mode == "none" else store.noise_seed(round_id)
+    if priv.mode in EXAMPLE_MODES:
+        seed = noise_seed  # DP-SGD noise from a device secret
         ledger = store.ledger(priv, delta=resolve_delta(cfg, max_interactions))
         if any(e.round_id == round_id for e in ledger.rounds):  # a resumed run re-asks an interrupted round
             return TrainOutcome(refused=True, reason=f"already trained in round {round_id}: retraining would "
@@ -133,7 +138,7 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
             eps = ledger.epsilon()
             return TrainOutcome(refused=True, reason=f"budget: epsilon {eps:.3f} would exceed target "
                                 f"{priv.target_epsilon} after this round", metrics={"epsilon": eps})
-    return PreparedRound(data, store, model, windows, seed, ledger)
+    return PreparedRound(data, store, model, windows, seed, ledger, dict(global_shared), noise_seed)
 
 
 def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, round_id: int) -> TrainOutcome:
@@ -148,6 +153,9 @@ def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, 
     params = dict(prep.model.named_parameters())
     prep.store.save_personal({k: v.cpu() for k, v in params.items() if k not in keys})
     shared = OrderedDict((k, params[k].detach().cpu().numpy().copy()) for k in keys)
+    if user_level(cfg):  # user-level DP: a clipped, noised delta with a fixed weight of 1 leaves the device
+        shared, metrics["delta_norm"] = noisy_delta(shared, prep.global_shared, cfg=cfg, noise_seed=prep.noise_seed)
+        return TrainOutcome(shared=shared, num_examples=1, metrics=metrics)
     return TrainOutcome(shared=shared, num_examples=result.num_examples, metrics=metrics)
 
 

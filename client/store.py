@@ -19,7 +19,10 @@ from shared_models.atomic_io import atomic_write_bytes
 from shared_models.config import PrivacyConfig
 from shared_models.privacy import PrivacyLedger
 
-PRIVACY_UNIT = {"none": None, "example": "window"}  # add/remove one disjoint training window
+# what an epsilon protects: add/remove one disjoint training window (device ledger), or one whole device
+PRIVACY_UNIT = {"none": None, "example": "window", "user": "user", "example+user": "user"}
+EXAMPLE_MODES = ("example", "example+user")  # modes with DP-SGD (and a window-level ledger) on the device
+DEVICE_LEDGER_UNIT = "window"
 NOISE_SECRET_BYTES = 32
 
 
@@ -67,4 +70,4 @@ class DeviceStore:
     def ledger(self, privacy: PrivacyConfig, *, delta: float) -> PrivacyLedger:
         """Open (or create) the ledger; a mismatched stored delta/unit/accountant is an error."""
         return PrivacyLedger.open(self.ledger_path, accountant=privacy.accountant, delta=delta,
-                                  unit=PRIVACY_UNIT[privacy.mode] or "none", target_epsilon=privacy.target_epsilon)
+                                  unit=DEVICE_LEDGER_UNIT, target_epsilon=privacy.target_epsilon)

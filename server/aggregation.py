@@ -28,3 +28,17 @@ def fedavg(updates: Sequence[dict[str, np.ndarray]], weights: Sequence[float]) -
             acc += float(w) * np.asarray(u[k], dtype=np.float64)
         out[k] = (acc / total).astype(np.float32)
     return out
+
+
+def sum_updates(updates: Sequence[dict[str, np.ndarray]]) -> "OrderedDict[str, np.ndarray]":
+    """Unweighted float64 sum of identically-keyed weight dicts (user-level DP: fixed weight 1 per device)."""
+    if not updates:
+        raise ValueError("sum_updates needs at least one update")
+    keys = list(updates[0].keys())
+    out: "OrderedDict[str, np.ndarray]" = OrderedDict((k, np.zeros(np.shape(updates[0][k]))) for k in keys)
+    for i, u in enumerate(updates):
+        if list(u.keys()) != keys:
+            raise ValueError(f"update {i} has keys that differ from update 0")
+        for k in keys:
+            out[k] += np.asarray(u[k], dtype=np.float64)
+    return out

@@ -22,8 +22,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.aggregation import fedavg
-from shared_models.config import Config
+from shared_models.config import USER_MODES, Config
 from shared_models.metrics import summarize
+from shared_models.privacy.user_level import poisson_sample
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,13 @@ class RoundStats:
 
 
 def sample_nodes(nodes: list[int], cfg: Config, rng: np.random.Generator) -> list[int]:
+    """Uniform without replacement (``clients_per_round``); Poisson at q = clients_per_round / N under
+    user-level DP (the sampling scheme its accountant assumes; a round may then have any size, even 0)."""
     f = cfg.federated
+    if cfg.privacy.mode in USER_MODES:
+        ordered = sorted(nodes)
+        return [ordered[i] for i in poisson_sample(len(ordered), sample_rate=min(1.0, f.clients_per_round /
+                                                                                  len(ordered)), rng=rng)]
     k = math.ceil(f.fraction_train * len(nodes)) if f.fraction_train > 0 else f.clients_per_round
     k = min(max(k, 1), len(nodes))
     return sorted(rng.choice(nodes, size=k, replace=False).tolist())
@@ -129,18 +136,23 @@ def check_update(reply: TrainReply, expected: dict[str, np.ndarray]) -> str:
 
 def run_rounds(cfg: Config, transport: Transport, strategy, *, start_round: int = 1,
                on_round: Callable[[RoundStats], None] | None = None,
-               progress: Callable[[int], None] | None = None) -> list[RoundStats]:
+               progress: Callable[[int], None] | None = None,
+               stop_reason: Callable[[int], str] | None = None) -> list[RoundStats]:
     """Run rounds ``start_round..num_server_rounds`` with ``strategy`` (PlainFedAvg or server-blind
-    aggregation); the final global state stays in the strategy. Returns per-round stats."""
+    aggregation); the final global state stays in the strategy. Returns per-round stats.
+    ``stop_reason(r)``: a non-empty reason ends the run before round r (e.g. the user-level budget)."""
     rng = np.random.default_rng(cfg.federated.seed)
     for _ in range(1, start_round):  # replay the sampler so a resumed run samples the same devices
         sample_nodes(transport.node_ids(), cfg, rng)
     stats: list[RoundStats] = []
     for r in range(start_round, cfg.federated.num_server_rounds + 1):  # (stats of earlier rounds: checkpoint)
+        if stop_reason and (why := stop_reason(r)):
+            log.warning("stopping before round %d: %s", r, why)
+            break
         t0 = time.perf_counter()
         nodes = sample_nodes(transport.node_ids(), cfg, rng)
         strategy.begin(r, nodes)
-        replies = transport.train(r, nodes, strategy.broadcast())
+        replies = transport.train(r, nodes, strategy.broadcast()) if nodes else []
         st = _aggregate_round(cfg, r, replies, strategy)
         if cfg.federated.eval_every and r % cfg.federated.eval_every == 0:
             st.metrics = evaluate_nodes(cfg, transport, r, strategy.broadcast(), "valid", rng)

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 from server.loop import TrainReply
-from shared_models.crypto import Aggregator, PayloadError, ServerKeys, payload_sha256, verify_update
+from shared_models.crypto import (Aggregator, PayloadError, ServerKeys, add_aggregates, payload_sha256,
+                                  verify_update)
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,12 @@ class SecureRound:
 class SecureAggregation:
     """Keeps the latest encrypted global sum; never decrypts (it cannot: no secret key)."""
 
-    def __init__(self, keys: ServerKeys, *, n_params: int) -> None:
+    def __init__(self, keys: ServerKeys, *, n_params: int, accumulate: bool = False) -> None:
+        """``accumulate``: keep the running sum over rounds (user-level DP: devices add it to the initial
+        model with a fixed denominator) instead of replacing the sum every round (FedAvg of weights)."""
         if keys.context.is_private():
             raise ValueError("the server context holds a secret key: refusing to run server-blind aggregation")
-        self.keys, self.n_params = keys, n_params
+        self.keys, self.n_params, self.accumulate = keys, n_params, accumulate
         self.expected_count = keys.he.n_ciphertexts(n_params)
         self.latest: bytes | None = None  # the encrypted sum devices decrypt into the global model
         self.node_of: dict[str, int] = {}  # device id -> the node it speaks from (bound at first contact)
@@ -72,7 +75,14 @@ class SecureAggregation:
         ok = rnd.aggregator.n_summands >= min_train_nodes
         if ok:
             t0 = time.perf_counter()
-            self.latest = rnd.aggregator.to_bytes()
+            summed = rnd.aggregator.to_bytes()
+            if self.accumulate and self.latest is not None:
+                try:
+                    summed = add_aggregates(self.keys.context, self.latest, summed, cfg=self.keys.he)
+                except PayloadError as exc:  # capacity of the running sum; config checks make this unlikely
+                    log.error("round %d: cannot extend the running sum (%s): keeping the previous one", rnd.round_id, exc)
+                    ok, summed = False, self.latest
+            self.latest = summed
             rnd.aggregate_s += time.perf_counter() - t0
         self.aggregate_s += rnd.aggregate_s
         self.round_aggregate_s = rnd.aggregate_s

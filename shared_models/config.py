@@ -9,6 +9,7 @@ Every default runs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 MODEL_KINDS = ("pop", "long", "short", "long-short")
-PRIVACY_MODES = ("none", "example")
+PRIVACY_MODES = ("none", "example", "user", "example+user")
+USER_MODES = ("user", "example+user")  # device-level DP of the shared model (distributed noise)
 
 
 class ConfigError(ValueError):
@@ -82,11 +84,15 @@ class FederatedConfig:
     expected_nodes: int = 0  # nodes the ServerApp waits for (0 = one per user of data.dataset)
     node_wait_s: float = 120.0  # how long the ServerApp waits for them to register
     device: str = "cpu"  # torch device on simulated devices: cpu | cuda | auto
+    server_lr: float = 1.0  # user-level DP only: global = initial + server_lr * sum(noisy deltas) / clients_per_round
 
 
 @dataclass
 class PrivacyConfig:
-    mode: str = "example"  # none | example (DP-SGD on each device; one sample = one disjoint window)
+    # none | example (DP-SGD on each device; one sample = one disjoint window) | user (each device's shared-model
+    # delta clipped to user_clip and noised before encryption; Poisson client sampling; server-side accountant)
+    # | example+user (both)
+    mode: str = "example"
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     target_epsilon: float = 8.0  # a device whose next round would exceed this declines to train
@@ -95,6 +101,11 @@ class PrivacyConfig:
     # true: DP noise seeded from public values (run seed, round, device) so runs repeat bit for bit.
     # TESTING ONLY: anyone who knows the seed can subtract the noise; metrics.json and the audit flag it.
     reproducible_noise: bool = False
+    user_clip: float = 1.0  # L2 bound of a device's shared-model delta (user modes)
+    # each device adds N(0, (user_noise_multiplier * user_clip)^2 / min_train_nodes) per coordinate, so the sum of
+    # >= min_train_nodes honest devices carries noise std >= user_noise_multiplier * user_clip
+    user_noise_multiplier: float = 1.0
+    user_target_epsilon: float = 8.0  # the server stops before a round that would pass this user-level epsilon
 
 
 @dataclass
@@ -168,11 +179,28 @@ class Config:
             _check(f.cohort_size >= 1, "federated.cohort_size", ">= 1", f.cohort_size)
         _check(f.device in ("cpu", "cuda", "auto"), "federated.device", "cpu | cuda | auto", f.device)
         _check(p.mode in PRIVACY_MODES, "privacy.mode", f"one of {PRIVACY_MODES}", p.mode)
+        if p.mode in USER_MODES:
+            self._validate_user_level()
         if p.mode != "none":
             _check(p.noise_multiplier > 0, "privacy.noise_multiplier", "> 0", p.noise_multiplier)
             _check(p.max_grad_norm > 0, "privacy.max_grad_norm", "> 0", p.max_grad_norm)
             _check(p.target_epsilon > 0, "privacy.target_epsilon", "> 0", p.target_epsilon)
             _check(0 <= p.delta < 1, "privacy.delta", "in [0, 1)", p.delta)
+
+    def _validate_user_level(self) -> None:
+        f, p, he = self.federated, self.privacy, self.he
+        for key in ("user_clip", "user_noise_multiplier", "user_target_epsilon"):
+            _check(getattr(p, key) > 0, f"privacy.{key}", "> 0", getattr(p, key))
+        _check(f.server_lr > 0, "federated.server_lr", "> 0", f.server_lr)
+        _check(f.fraction_train == 0, "federated.fraction_train",
+               "0 with user-level DP (clients_per_round sets the Poisson rate and the fixed denominator)",
+               f.fraction_train)
+        if he.enabled:
+            _check(he.pack_bits == 0, "he.pack_bits", "0 (float mode) with user-level DP: noisy deltas are summed "
+                   "over rounds", he.pack_bits)
+            bound = p.user_clip + 8 * p.user_noise_multiplier * p.user_clip / math.sqrt(f.min_train_nodes)
+            _check(he.clip_range >= bound, "he.clip_range", f">= user_clip + 8 device noise std = {bound:.4g} "
+                   "(a noisy delta coordinate must fit the encoding)", he.clip_range)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

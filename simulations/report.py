@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from client.device import privacy_unit, resolve_delta
+from client.device import resolve_delta
+from client.store import DEVICE_LEDGER_UNIT
 from server.loop import RoundStats
 from shared_models.config import Config
 from shared_models.metrics import METRIC_NAMES
@@ -27,7 +28,7 @@ def ledger_summaries(cfg: Config, run_dir: Path, pop) -> list[dict[str, Any]]:
     delta = resolve_delta(cfg, pop.max_interactions)
     out = []
     for f in sorted((run_dir / "devices").glob("*/ledger.json")):
-        ledger = PrivacyLedger.open(f, accountant=p.accountant, delta=delta, unit=privacy_unit(cfg),
+        ledger = PrivacyLedger.open(f, accountant=p.accountant, delta=delta, unit=DEVICE_LEDGER_UNIT,
                                     target_epsilon=p.target_epsilon)
         history = [(e.noise_multiplier, e.sample_rate, e.num_steps) for e in ledger.rounds]
         out.append({**ledger.to_summary(), "epsilon_replace_one": replace_one_epsilon(history, delta=delta)})
@@ -43,7 +44,7 @@ def privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats]) ->
     """Largest epsilon over devices (with its device's steps and sample rate), the mean, and refusals."""
     p = cfg.privacy
     off = p.mode == "none"
-    out: dict[str, Any] = {"mode": p.mode, "unit": privacy_unit(cfg), "epsilon": None, "delta": None,
+    out: dict[str, Any] = {"mode": p.mode, "unit": None if off else DEVICE_LEDGER_UNIT, "epsilon": None, "delta": None,
                            "target_epsilon": None if off else p.target_epsilon,
                            "noise_multiplier": 0.0 if off else p.noise_multiplier,
                            "max_grad_norm": None if off else p.max_grad_norm,
@@ -63,6 +64,33 @@ def privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats]) ->
                    epsilon_mean=float(np.mean([s["epsilon"] for s in summaries])), devices_trained=len(summaries),
                    epsilon_replace_one=max(s["epsilon_replace_one"] for s in summaries))
     return out
+
+
+USER_UNIT_DEFINITION = ("add/remove one whole device (user): everything the device contributes to the shared "
+                        "model in every round, whatever its number of interactions. Personal parameters never "
+                        "leave the device and are not covered (nobody else sees them).")
+
+
+def user_privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats], accountant) -> dict[str, Any]:
+    """User-level claim from the server's accountant; in example+user mode the device ledgers ride along."""
+    p, f = cfg.privacy, cfg.federated
+    example = privacy_summary(cfg, run_dir, pop, stats) if p.mode == "example+user" else None
+    contributors = [s.valid for s in stats if s.valid >= f.min_train_nodes]
+    return {"mode": p.mode, "unit": "user", "epsilon": accountant.epsilon, "delta": p.delta,
+            "target_epsilon": p.user_target_epsilon, "noise_multiplier": p.user_noise_multiplier,
+            "max_grad_norm": p.user_clip, "sample_rate": accountant.q, "steps": accountant.rounds,
+            "epsilon_mean": accountant.epsilon, "accountant": p.accountant,
+            "refusals": int(sum(s.refused for s in stats)),
+            "device_updates": int(sum(s.valid for s in stats)),
+            "unit_definition": USER_UNIT_DEFINITION,
+            "mechanism": (f"DP-FedAvg, Poisson client sampling q={accountant.q:.6g}; each device clips its shared "
+                          f"delta to L2 {p.user_clip} and adds N(0, ({p.user_noise_multiplier}*{p.user_clip})^2/"
+                          f"{f.min_train_nodes}) per coordinate before encryption; fixed weight 1, fixed "
+                          f"denominator {f.clients_per_round}; RDP accountant over {accountant.rounds} rounds"),
+            "min_train_nodes": f.min_train_nodes, "server_lr": f.server_lr,
+            "min_contributors_in_released_rounds": min(contributors) if contributors else 0,
+            "noise_source": ("public seed (TESTING ONLY: not private)" if p.reproducible_noise else "device secret"),
+            "ledger": "RUN_DIR/server/user_ledger.json", "example": example}
 
 
 def he_summary(cfg: Config, stats: list[RoundStats], strategy) -> dict[str, Any]:
@@ -86,14 +114,16 @@ def he_summary(cfg: Config, stats: list[RoundStats], strategy) -> dict[str, Any]
 
 
 def build_result(cfg: Config, run_dir: Path, pop, stats: list[RoundStats], test: dict[str, float], strategy,
-                 wall: float) -> dict[str, Any]:
+                 wall: float, *, accountant=None) -> dict[str, Any]:
     updates = int(sum(s.valid + s.refused for s in stats))
+    privacy = (user_privacy_summary(cfg, run_dir, pop, stats, accountant) if accountant is not None
+               else privacy_summary(cfg, run_dir, pop, stats))
     return {
         "metrics": {k: test.get(k, 0.0) for k in METRIC_NAMES},
         "evaluated_devices": int(test.get("evaluated", 0)),
-        "privacy": privacy_summary(cfg, run_dir, pop, stats),
+        "privacy": privacy,
         "he": he_summary(cfg, stats, strategy),
-        "rounds": cfg.federated.num_server_rounds,
+        "rounds": len(stats),
         "clients_per_round": stats[0].sampled if stats else 0,
         "num_clients": len(pop.devices),
         "timing": {"wall_s": round(wall, 2), "client_updates": updates,

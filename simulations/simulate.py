@@ -14,6 +14,8 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, run_rounds, write_json
+from server.user_dp import (PlainDPFedAvg, UserAccountant, check_running_sum_capacity, is_user_level,
+                            sample_rate)
 from shared_models.config import Config
 from simulations.devices import initial_shared, population
 from simulations.checkpoint import load_checkpoint, same_config, save_checkpoint, trim_history
@@ -84,16 +86,24 @@ def prepare_keys(cfg: Config, pop, run_dir: Path) -> str:
 def make_strategy(cfg: Config, pop, keys_dir: str):
     """PlainFedAvg (server holds the weights) or SecureAggregation (server holds only an encrypted sum)."""
     template = initial_shared(cfg, pop.num_items, pop.text)  # public architecture: shapes only under HE
+    user = is_user_level(cfg)
+    if user:
+        sample_rate(cfg, len(pop.devices))  # clients_per_round <= N (ConfigError otherwise)
+        check_running_sum_capacity(cfg, len(pop.devices))
     if not cfg.he.enabled:
+        if user:
+            return PlainDPFedAvg(template, server_lr=cfg.federated.server_lr,
+                                 denominator=cfg.federated.clients_per_round)
         return PlainFedAvg(template)
     from server.secure import SecureAggregation
     from shared_models.crypto import load_server_keys
 
     n_params = int(sum(v.size for v in template.values()))
-    return SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=n_params)
+    return SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=n_params, accumulate=user)
 
 
-RUN_ARTEFACTS = ("devices", "checkpoint", "history.csv", "metrics.json", "global_shared.npz", "global_sum.ckks")
+RUN_ARTEFACTS = ("devices", "checkpoint", "history.csv", "metrics.json", "global_shared.npz", "global_sum.ckks",
+                 "server", "round_log.jsonl")
 
 
 def fresh_start(run_dir: Path, cfg: Config) -> None:
@@ -124,9 +134,12 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
         log.info("resuming after round %d (checkpoint in %s)", done, run_dir / "checkpoint")
 
     round_log = open_round_log(run_dir, server_signing_key(run_dir, keys_dir), last_round=done)
+    accountant = UserAccountant(cfg, run_dir, len(pop.devices)) if is_user_level(cfg) else None
 
     def on_round(st: RoundStats) -> None:
         st.epsilon_max, st.epsilon_mean = ledger_epsilons(cfg, run_dir, pop)
+        if accountant is not None:  # user-level: one guarantee for every device, composed by the server
+            st.epsilon_max = st.epsilon_mean = accountant.record(st.round)
         append_history(history, st)
         stats.append(st)
         round_log.append(log_record(cfg, st, strategy))  # before the checkpoint: a resume trims, never gaps
@@ -135,11 +148,12 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     with _progress(progress) as bar:
         task = bar.add_task("rounds", total=cfg.federated.num_server_rounds, completed=done)
         run_rounds(cfg, transport, strategy, start_round=done + 1, on_round=on_round,
-                   progress=lambda r: bar.update(task, completed=r))
+                   progress=lambda r: bar.update(task, completed=r),
+                   stop_reason=accountant.stop_reason if accountant is not None else None)
         bar.update(task, description="final test")
         test = evaluate_nodes(cfg, transport, cfg.federated.num_server_rounds + 1, strategy.broadcast(), "test")
     save_global(run_dir, strategy)
-    result = build_result(cfg, run_dir, pop, stats, test, strategy, time.perf_counter() - t0)
+    result = build_result(cfg, run_dir, pop, stats, test, strategy, time.perf_counter() - t0, accountant=accountant)
     write_json(run_dir / "metrics.json", result)
     return result
 

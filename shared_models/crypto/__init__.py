@@ -34,7 +34,7 @@ max_summands*max_weight (~16 bits) leaves too few bits per lane in the <= 40
 exact bits of a CKKS slot (one 16-bit lane: 15 B/param; two lanes: 4-bit codes).
 """
 
-from .aggregate import Aggregator, EncryptedUpdate, load_ciphertexts, sum_ciphertexts
+from .aggregate import Aggregator, EncryptedUpdate, add_aggregates, load_ciphertexts, sum_ciphertexts
 from .ckks import DecryptionError, decrypt_average, encrypt_update
 from .context import (
     context_fingerprint, load_context, make_secret_context, public_context_bytes,
@@ -49,7 +49,7 @@ from .payload import PayloadError
 from .signing import payload_sha256, sign_aggregate, sign_update, verify_aggregate, verify_update
 
 __all__ = [
-    "Aggregator", "DecryptionError", "DeviceKeys", "EncodingRangeError", "EncryptedUpdate",
+    "Aggregator", "add_aggregates", "DecryptionError", "DeviceKeys", "EncodingRangeError", "EncryptedUpdate",
     "HEConfig", "KeyLayout", "PayloadError", "SealedBoxError", "ServerKeys",
     "context_fingerprint", "decrypt_average", "encrypt_update", "generate_signing_key",
     "generate_x25519_key", "init_keys", "load_ciphertexts", "load_context", "load_device_keys",

@@ -115,3 +115,25 @@ def sum_ciphertexts(public_ctx: ts.Context, updates: Iterable[EncryptedUpdate | 
     for update in updates:
         agg.add(update)
     return agg.to_bytes()
+
+
+def add_aggregates(public_ctx: ts.Context, total: bytes, addend: bytes, *, cfg: HEConfig) -> bytes:
+    """Homomorphic sum of two aggregates (a running sum over rounds); no secret key involved.
+
+    The summand counts add up and must stay within ``cfg.max_summands`` (the overflow bound of the encoding),
+    else PayloadError(too_many_summands)."""
+    params = context_params(public_ctx)
+    check_matches(params, cfg)
+    (ha, _, (a0, a1)), (hb, _, (b0, b1)) = (parse_payload(params, blob, kind=wire.KIND_AGGREGATE, cfg=cfg)
+                                            for blob in (total, addend))
+    if (ha.n_params, ha.n_ciphertexts) != (hb.n_params, hb.n_ciphertexts):
+        raise wire.PayloadError("shape_mismatch", f"aggregates of {ha.n_params} and {hb.n_params} params")
+    n = ha.n_summands + hb.n_summands
+    if n > cfg.max_summands:
+        raise wire.PayloadError("too_many_summands", f"running sum of {n} updates exceeds max_summands="
+                                f"{cfg.max_summands}; more would void the overflow guarantee")
+    q = np.uint64(params.modulus)
+    polys = [np.remainder(x + y, q) for x, y in ((a0, b0), (a1, b1))]  # entries < q < 2**63: no uint64 wrap
+    header = wire.Header(wire.KIND_AGGREGATE, params.fingerprint, cfg.fingerprint(), ha.n_params,
+                         ha.n_ciphertexts, n, params.coeff_bits)
+    return wire.encode(header, polys)

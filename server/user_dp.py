@@ -1,0 +1,104 @@
+"""Server side of user-level DP: Poisson client sampling, the fixed-denominator plaintext update, and the
+server's accountant (RDP over rounds of the Poisson-subsampled Gaussian mechanism, persisted as a ledger).
+
+The server never adds noise or clips: devices did both before encryption (``client/user_dp.py``). The
+server only decides who is asked, keeps the sum, and accounts: q = clients_per_round / N, one step per round.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from server.aggregation import sum_updates
+from server.loop import PlainFedAvg
+from shared_models.config import USER_MODES, Config, ConfigError
+from shared_models.privacy import PrivacyLedger
+from shared_models.privacy.user_level import client_sample_rate, max_participants
+
+USER_LEDGER = Path("server") / "user_ledger.json"  # under RUN_DIR (the server's own state)
+
+
+def is_user_level(cfg: Config) -> bool:
+    return cfg.privacy.mode in USER_MODES
+
+
+def sample_rate(cfg: Config, num_devices: int) -> float:
+    try:
+        return client_sample_rate(clients_per_round=cfg.federated.clients_per_round, num_devices=num_devices)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'federated.clients_per_round': {exc}") from None
+
+
+def check_running_sum_capacity(cfg: Config, num_devices: int) -> None:
+    """Under HE the running sum of every round's noisy deltas must fit ``he.max_summands``."""
+    if not cfg.he.enabled:
+        return
+    need = cfg.federated.num_server_rounds * min(num_devices, max_participants(cfg.federated.clients_per_round))
+    if cfg.he.max_summands < need:
+        raise ConfigError(f"config key 'he.max_summands': expected >= {need} (num_server_rounds x a 6-sigma bound "
+                          f"on Poisson participants of {num_devices} devices at clients_per_round="
+                          f"{cfg.federated.clients_per_round}: the running sum over rounds must not overflow), "
+                          f"got {cfg.he.max_summands}")
+
+
+class PlainDPFedAvg(PlainFedAvg):
+    """Plaintext transport, user-level DP: global += server_lr * sum(noisy deltas) / clients_per_round.
+
+    Without HE the server sees each device's noisy delta, whose own noise is only 1/sqrt(min_train_nodes)
+    of the total: the user-level guarantee then holds against everyone who sees the model, not the server."""
+
+    def __init__(self, shared: dict[str, np.ndarray], *, server_lr: float, denominator: int) -> None:
+        super().__init__(shared)
+        self.server_lr, self.denominator = server_lr, denominator
+
+    def finish(self, *, min_train_nodes: int) -> bool:
+        if len(self._accepted) < min_train_nodes:
+            return False
+        t0 = time.perf_counter()
+        total = sum_updates([a.shared for a in self._accepted])
+        self.shared = {k: (np.asarray(v, np.float64) + self.server_lr * total[k] / self.denominator
+                           ).astype(np.float32) for k, v in self.shared.items()}
+        self.round_aggregate_s = time.perf_counter() - t0
+        self.aggregate_s += self.round_aggregate_s
+        return True
+
+
+class UserAccountant:
+    """The server's user-level ledger: one step of (user_noise_multiplier, q) per round run."""
+
+    def __init__(self, cfg: Config, run_dir: Path, num_devices: int) -> None:
+        p = cfg.privacy
+        self.noise_multiplier, self.q = p.user_noise_multiplier, sample_rate(cfg, num_devices)
+        self.ledger = PrivacyLedger.open(Path(run_dir) / USER_LEDGER, accountant=p.accountant, delta=p.delta,
+                                         unit="user", target_epsilon=p.user_target_epsilon)
+
+    def stop_reason(self, round_id: int) -> str:
+        """'' if round ``round_id`` fits the user-level budget, else why the server stops before it."""
+        if any(e.round_id == round_id for e in self.ledger.rounds):
+            return ""  # re-running a round that never reached its checkpoint (its sum was never released)
+        if self.ledger.would_exceed(noise_multiplier=self.noise_multiplier, sample_rate=self.q, num_steps=1):
+            return (f"user-level epsilon {self.ledger.epsilon():.3f} would exceed privacy.user_target_epsilon="
+                    f"{self.ledger.target_epsilon} with round {round_id}")
+        return ""
+
+    def record(self, round_id: int) -> float:
+        self.ledger.record(round_id=round_id, noise_multiplier=self.noise_multiplier, sample_rate=self.q,
+                           num_steps=1)
+        return self.ledger.epsilon()
+
+    @property
+    def epsilon(self) -> float:
+        return self.ledger.epsilon() if self.ledger.rounds else 0.0
+
+    @property
+    def rounds(self) -> int:
+        return len(self.ledger.rounds)
+
+
+def sigma_total_lower_bound(cfg: Config, contributors: int) -> float:
+    """Noise multiplier of the sum when ``contributors`` honest devices add their share (>= the claim)."""
+    return cfg.privacy.user_noise_multiplier * math.sqrt(contributors / cfg.federated.min_train_nodes)
