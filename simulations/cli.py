@@ -180,6 +180,7 @@ def simulate_cmd(
     A killed run continues from its last completed round when started again with the same --out."""
     _setup_logging(False)
     from simulations.datasets import DatasetError
+    from simulations.report import privacy_line
     from simulations.simulate import simulate
 
     try:
@@ -189,18 +190,7 @@ def simulate_cmd(
         _fail(str(exc))
     console.print(metrics_table(f"federated {cfg.model.kind} on {cfg.data.dataset} (test, full ranking, "
                                 f"{result['evaluated_devices']} devices)", {"test": result["metrics"]}))
-    p = result["privacy"]
-    if p["mode"] == "none":
-        console.print("privacy: none (no DP guarantee)")
-    elif p["epsilon"] is None:
-        console.print(f"privacy: {p['ledgers']}")
-    else:
-        mean = p["epsilon_mean"] if p["epsilon_mean"] is not None else 0.0
-        console.print(f"privacy: ({p['epsilon']:.3f}, {p['delta']:.1e})-DP per device for adding/removing one "
-                      f"training {p['unit']} [largest over {p['devices_trained']} devices; mean {mean:.3f}]; "
-                      f"changing one interaction: epsilon <= {p['epsilon_replace_one'] or 0:.3f}; accountant "
-                      f"{p['accountant']}, sigma {p['noise_multiplier']}, clip {p['max_grad_norm']}, "
-                      f"refusals {p['refusals']}, noise from {p['noise_source']}")
+    console.print(privacy_line(result["privacy"]))
     t = result["timing"]
     console.print(f"{result['rounds']} rounds x {result['clients_per_round']} devices of {result['num_clients']}; "
                   f"{t['wall_s']} s, {t['client_updates_per_s']} client updates/s -> {out}/metrics.json")

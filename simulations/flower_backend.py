@@ -23,8 +23,8 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
     if f.ray_address:
         init_args["address"] = f.ray_address
-    else:
-        init_args["num_cpus"] = os.cpu_count() or 1
+    else:  # "local": a fresh instance even when another Ray cluster runs here (ray.init would join it)
+        init_args.update(address="local", num_cpus=os.cpu_count() or 1)
     return {"client_resources": {"num_cpus": f.num_cpus, "num_gpus": f.num_gpus}, "init_args": init_args}
 
 

@@ -24,7 +24,7 @@ from simulations.sweep_summary import KIND_COLUMN, NAME_COLUMN, POINT_KIND, REFE
 
 log = logging.getLogger(__name__)
 
-PRIVACY_AXIS_KEYS = frozenset({"privacy.noise-multiplier", "privacy.mode"})  # they set the x position
+PRIVACY_AXIS_KEYS = frozenset({"privacy.noise-multiplier", "privacy.user-noise-multiplier", "privacy.mode"})  # they set the x position
 AMBIGUOUS_LEAVES = frozenset({"enabled", "kind", "mode", "lr", "seed", "device", "batch-size", "dataset"})
 METRIC_LABELS = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "recall@20": "Recall@20",
                  "ndcg@20": "NDCG@20", "mrr@10": "MRR@10"}

@@ -131,3 +131,24 @@ def build_result(cfg: Config, run_dir: Path, pop, stats: list[RoundStats], test:
                    "round_s_mean": float(np.mean([s.wall_s for s in stats])) if stats else 0.0},
         "config": cfg.to_dict(),
     }
+
+
+def privacy_line(p: dict[str, Any]) -> str:
+    """The one-sentence privacy claim of a metrics.json ``privacy`` block, as the CLI prints it."""
+    if p["mode"] == "none":
+        return "privacy: none (no DP guarantee)"
+    if p["epsilon"] is None:
+        return f"privacy: {p.get('ledgers', 'no epsilon recorded')}"
+    if p["unit"] == "user":
+        line = (f"privacy: ({p['epsilon']:.3f}, {p['delta']:.1e})-DP for adding/removing one whole device (user) "
+                f"from the shared model, over {p['steps']} rounds; {p['mechanism']}; noise from {p['noise_source']}")
+        ex = p.get("example") or {}
+        if ex.get("epsilon") is not None:
+            line += f"; plus DP-SGD on devices: epsilon <= {ex['epsilon']:.3f} per training window"
+        return line
+    mean = p["epsilon_mean"] if p["epsilon_mean"] is not None else 0.0
+    return (f"privacy: ({p['epsilon']:.3f}, {p['delta']:.1e})-DP per device for adding/removing one "
+            f"training {p['unit']} [largest over {p['devices_trained']} devices; mean {mean:.3f}]; "
+            f"changing one interaction: epsilon <= {p['epsilon_replace_one'] or 0:.3f}; accountant "
+            f"{p['accountant']}, sigma {p['noise_multiplier']}, clip {p['max_grad_norm']}, "
+            f"refusals {p['refusals']}, noise from {p['noise_source']}")

@@ -26,6 +26,8 @@ def test_kebab_keys_and_overrides(tmp_path):
     ("model.short-len=99", "model.short_len"),
     ("bogus.x=1", "bogus"),
     ("model=3", "model"),
+    ("model.item-ids=false", "model.item_ids"),
+    ("privacy.mode=user-level", "privacy.mode"),
 ])
 def test_errors_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

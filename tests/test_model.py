@@ -107,3 +107,19 @@ def test_rejects_pop_and_bad_text_shape():
         InterestModel(ModelConfig(kind="pop"), NUM_ITEMS)
     with pytest.raises(ValueError, match="rows"):
         InterestModel(ModelConfig(kind="long"), NUM_ITEMS, text=torch.zeros(5, 8))
+
+
+def test_text_only_items_learn_nothing_item_specific():
+    """item_ids = false: no ID table; scores come from the frozen text through learned projections only."""
+    m = _model("long-short", text=True, item_ids=False)
+    names = [n for n, _ in m.named_parameters()]
+    assert not any(n.startswith(("item_emb.", "scorer.")) for n in names)
+    n_params = sum(p.numel() for p in m.parameters())
+    assert n_params == sum(p.numel() for p in _model("long-short", text=True).parameters()) - NUM_ITEMS * 16
+    b = _batch()
+    scores = m.full_sort_predict(b)
+    assert scores.shape == (3, NUM_ITEMS) and (scores[:, 0] < scores[:, 1:].min(dim=1).values).all()
+    user = m.encode(b["inputs"])["user"][:, -1]
+    assert torch.allclose(scores[:, 1:], (m.text_out(user) @ m.text.T)[:, 1:])  # exactly the text scorer
+    with pytest.raises(ValueError, match="text"):
+        InterestModel(ModelConfig(kind="long", item_ids=False), NUM_ITEMS)

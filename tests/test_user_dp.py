@@ -161,3 +161,17 @@ def test_bad_user_level_configs_name_the_key(tmp_path, override, key):
 def test_running_sum_capacity_is_checked_against_rounds(tmp_path):
     with pytest.raises(ConfigError, match=r"he\.max_summands"):
         _run(tmp_path, "cap", he={**HE, "max-summands": 32})
+
+
+def test_example_plus_user_keeps_device_ledgers_and_the_cli_states_both_claims(tmp_path):
+    from simulations.report import privacy_line
+
+    out = _run(tmp_path, "both", privacy={**USER, "mode": "example+user"})
+    p = out["privacy"]
+    assert p["unit"] == "user" and p["example"]["unit"] == "window"
+    assert 0 < p["example"]["epsilon"] and p["example"]["devices_trained"] > 0
+    ledgers = list((tmp_path / "both" / "devices").glob("*/ledger.json"))
+    assert len(ledgers) == p["example"]["devices_trained"]
+    line = privacy_line(p)
+    assert f"({p['epsilon']:.3f}, 1.0e-05)-DP for adding/removing one whole device" in line
+    assert f"epsilon <= {p['example']['epsilon']:.3f} per training window" in line
