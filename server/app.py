@@ -32,7 +32,10 @@ def main(grid: Grid, context: Context) -> None:
     if JOB.get("cfg") is not None:
         cfg, run_dir, progress = JOB["cfg"], Path(JOB["run_dir"]), JOB.get("progress", True)
         expected = JOB["expected_nodes"]
+        token = JOB.get("token")
+        alive = lambda: JOB.get("token") is token  # noqa: E731 -- False once that simulation has ended
     else:
+        alive = None
         cfg = config_from_run_config(dict(context.run_config))
         run_dir = Path(str(context.run_config.get("run-dir", DEFAULT_RUN_DIR))).resolve()
         progress = False
@@ -40,7 +43,7 @@ def main(grid: Grid, context: Context) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     keys_dir = prepare_keys(cfg, population(cfg), run_dir)
     transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S,
-                              keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s)
+                              keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s, alive=alive)
     result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
     JOB["result"] = result
     log.info("metrics written to %s", run_dir / "metrics.json")

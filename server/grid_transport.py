@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
@@ -22,8 +23,11 @@ class GridTransport:
     """Node index i is the i-th registered node id in sorted order (node ids are opaque uint64)."""
 
     def __init__(self, grid, cfg: Config, run_dir: str, *, expected_nodes: int, timeout_s: float | None,
-                 keys_dir: str = "", node_wait_s: float = 120.0) -> None:
+                 keys_dir: str = "", node_wait_s: float = 120.0, alive: Callable[[], bool] | None = None) -> None:
+        """``alive``: False once the job this loop serves is gone (an in-process simulation whose engine
+        crashed): the loop then stops instead of running rounds nobody answers into the run directory."""
         self.grid, self.cfg, self.run_dir, self.keys_dir = grid, cfg, str(run_dir), keys_dir
+        self.alive = alive
         self.timeout_s = timeout_s
         self._config_json = config_to_json(cfg)
         self._ids = self._wait_for_nodes(expected_nodes, node_wait_s)
@@ -48,6 +52,9 @@ class GridTransport:
         return list(range(len(self._ids)))
 
     def _send(self, nodes: list[int], content_fn, message_type: str) -> dict[int, Message]:
+        if self.alive is not None and not self.alive():
+            raise RuntimeError(f"the simulation job of {self.run_dir} has ended (engine crashed or stopped): "
+                               "stopping this server loop")
         msgs = [Message(content_fn(), dst_node_id=self._ids[n], message_type=message_type) for n in nodes]
         sent = {}
         replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout_s))

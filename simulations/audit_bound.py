@@ -23,6 +23,14 @@ from scipy import stats
 BISECTION_STEPS = 60
 EPS_SEARCH_CAP = 100.0
 """Lower bounds are searched in [0, EPS_SEARCH_CAP]; with a few hundred canaries none gets near it."""
+GUESS_FRACTION = 0.25
+"""Guesses per side as a fraction of the canaries: top 25% "in", bottom 25% "out" (r = m / 2)."""
+
+
+def count_correct(scores: np.ndarray, included: np.ndarray, k: int) -> int:
+    """Correct guesses when the ``k`` top scores are guessed in and the ``k`` bottom ones out."""
+    order = np.argsort(scores, kind="stable")
+    return int(included[order[-k:]].sum() + (~included[order[:k]]).sum()) if k else 0
 
 
 def _check(m: int, r: int, v: int, delta: float) -> None:

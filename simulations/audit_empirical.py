@@ -33,12 +33,10 @@ from shared_models.dp_training import train_local, train_local_dp
 from shared_models.model import InterestModel
 from shared_models.privacy import epsilon_from_history
 from shared_models.sequences import PAD, Windows, build_windows
-from simulations.audit_bound import epsilon_lower_bound
+from simulations.audit_bound import GUESS_FRACTION, count_correct, epsilon_lower_bound
 from simulations.devices import population
 
 DEFAULT_CANARIES = 200
-GUESS_FRACTION = 0.25
-"""Guesses per side as a fraction of the canaries: top 25% "in", bottom 25% "out" (r = m / 2)."""
 NO_DP_DELTA = 1e-5
 """δ used for the bound when the run has none (no DP)."""
 SEED_OFFSET = 4_242
@@ -86,12 +84,6 @@ def window_losses(model: InterestModel, windows: Windows) -> np.ndarray:
                           reduction="none").view_as(targets)
     valid = (targets != PAD).sum(dim=1).clamp(min=1)
     return (tok.sum(dim=1) / valid).numpy()
-
-
-def count_correct(scores: np.ndarray, included: np.ndarray, k: int) -> int:
-    """Correct guesses when the ``k`` top scores are guessed in and the ``k`` bottom ones out."""
-    order = np.argsort(scores, kind="stable")
-    return int(included[order[-k:]].sum() + (~included[order[:k]]).sum()) if k else 0
 
 
 def _train(model: InterestModel, windows: Windows, cfg, *, private: bool, seed: int):

@@ -36,9 +36,17 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+USER_MODES = ("user", "example+user")
+
+
 @dataclass(frozen=True)
 class Claim:
-    """What ``metrics.json`` claims about the run's differential privacy."""
+    """What ``metrics.json`` claims about the run's differential privacy.
+
+    In user modes the claim is the server's user-level one (unit ``user``: ``noise_multiplier`` is the
+    user-level z, ``max_grad_norm`` the per-device clip, ``sample_rate`` the Poisson client rate q and
+    ``steps`` the rounds accounted); ``example`` is then the device ledgers' window-level claim
+    (``example+user``) or None (``user``)."""
 
     mode: str
     unit: str | None
@@ -49,28 +57,61 @@ class Claim:
     max_grad_norm: float | None
     accountant: str
     devices_trained: int
+    sample_rate: float | None = None
+    steps: int | None = None
+    min_train_nodes: int | None = None
+    example: "Claim | None" = None
 
     @property
     def private(self) -> bool:
         return self.mode != "none"
 
     @property
+    def user_level(self) -> bool:
+        return self.mode in USER_MODES and self.unit == "user"
+
+    @property
     def mechanism(self) -> str:
         if not self.private:
             return "none (no differential privacy)"
+        if self.user_level:
+            return (f"DP-FedAvg on whole devices: Poisson-subsampled Gaussian mechanism, client sample rate "
+                    f"q={_g(self.sample_rate)}, noise multiplier {self.noise_multiplier:g}, per-device L2 clip "
+                    f"{_g(self.max_grad_norm)}, {self.steps} rounds (noise split over >= {self.min_train_nodes} "
+                    f"devices)")
         return (f"DP-SGD on each device: Poisson-subsampled Gaussian mechanism, noise multiplier "
                 f"{self.noise_multiplier:g}, per-window clipping norm {self.max_grad_norm:g}")
 
 
+def _g(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.6g}"
+
+
 def read_claim(metrics: dict[str, Any], path: Path) -> Claim:
-    """The ``privacy`` block of ``metrics.json`` as a :class:`Claim`."""
+    """The ``privacy`` block of ``metrics.json`` as a :class:`Claim` (with its ``example`` sub-claim)."""
     p = metrics.get("privacy")
     if not isinstance(p, dict) or "mode" not in p:
         raise RunDirError(f"{path}: no 'privacy' block with a 'mode'")
-    return Claim(mode=str(p["mode"]), unit=p.get("unit"), epsilon=p.get("epsilon"), delta=p.get("delta"),
-                 target_epsilon=p.get("target_epsilon"), noise_multiplier=float(p.get("noise_multiplier") or 0.0),
-                 max_grad_norm=p.get("max_grad_norm"), accountant=str(p.get("accountant", "rdp")),
-                 devices_trained=int(p.get("devices_trained") or 0))
+    return _claim(p, path)
+
+
+def _opt_int(x: Any) -> int | None:
+    return None if x is None else int(x)
+
+
+def _claim(p: dict[str, Any], path: Path) -> Claim:
+    example = p.get("example")
+    if example is not None and not isinstance(example, dict):
+        raise RunDirError(f"{path}: 'privacy.example' must be an object or null")
+    try:
+        return Claim(mode=str(p["mode"]), unit=p.get("unit"), epsilon=p.get("epsilon"), delta=p.get("delta"),
+                     target_epsilon=p.get("target_epsilon"), noise_multiplier=float(p.get("noise_multiplier") or 0.0),
+                     max_grad_norm=p.get("max_grad_norm"), accountant=str(p.get("accountant", "rdp")),
+                     devices_trained=int(p.get("devices_trained") or 0), sample_rate=p.get("sample_rate"),
+                     steps=_opt_int(p.get("steps")), min_train_nodes=_opt_int(p.get("min_train_nodes")),
+                     example=_claim(example, path) if example else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunDirError(f"{path}: ill-typed 'privacy' block: {exc}") from None
 
 
 @dataclass

@@ -10,6 +10,8 @@ from typing import Any
 THREAT_MODEL = Path(__file__).resolve().parents[1] / "docs" / "threat-model.md"
 HIST_BINS = 8
 HIST_WIDTH = 40
+_WORST = (": the canaries add no noise share and exactly min_train_nodes honest devices add theirs, the least "
+          "noise the guarantee allows")
 
 
 def _num(x: float | None, fmt: str = ".4g") -> str:
@@ -25,6 +27,28 @@ def guarantee_sentence(audit: dict[str, Any]) -> str:
             f"at the unit of one training {c['unit']} (added or removed), via {c['mechanism']}, composed over "
             f"every round the device trained with the {c['accountant'].upper()} accountant; the epsilon is the "
             f"largest over devices.")
+
+
+def user_guarantee_sentence(audit: dict[str, Any]) -> str:
+    """The user-level guarantee in one sentence."""
+    c = audit["claimed"]
+    return (f"Each device (user) is protected by ({_num(c['epsilon'])}, {_num(c['delta'], 'g')})-DP at the unit of "
+            f"one whole device: everything it contributes to the shared model over all {c.get('steps')} rounds "
+            f"(added or removed), via {c['mechanism']}, composed over rounds with the "
+            f"{(c['accountant'] or 'rdp').upper()} accountant; personal parameters never leave the device and are "
+            f"not covered.")
+
+
+def _dropouts(audit: dict[str, Any]) -> list[str]:
+    c, ul = audit["claimed"], audit.get("user_log") or {}
+    below = ul.get("released_below_min") or []
+    checked = ("the signed round log shows no such release" if ul.get("checked") and not below else
+               f"the round log shows releases below it in rounds {below}" if below else
+               "not checked (no verified round log)")
+    return ["", f"Devices that drop after being sampled simply do not contribute: one device still changes the "
+                f"sum by at most the clip, and while at least min_train_nodes = {c.get('min_train_nodes')} honest "
+                f"devices contribute, the sum carries noise of std >= noise multiplier x clip. A round with fewer "
+                f"valid updates keeps the previous model and releases nothing (it is still accounted); {checked}."]
 
 
 def _replace_one(audit: dict[str, Any]) -> list[str]:
@@ -66,11 +90,15 @@ def _cross_table(audit: dict[str, Any]) -> list[str]:
             ("dp_accounting RDP, library's own order grid", xc.get("rdp_library_orders_epsilon")),
             ("dp_accounting PLD, add/remove (tightest upper bound)", xc.get("pld_epsilon")),
             ("dp_accounting PLD, replace-one window (stronger notion; information)", xc.get("pld_replace_one_epsilon"))]
-    out = ["| accountant | epsilon (max over devices) |", "|---|---:|"]
+    if c.get("unit") == "user":
+        rows = rows[:4]
+        rows[1] = (f"{xc['library']}: {xc.get('event')}", xc["epsilon"])
+    out = ["| accountant | epsilon" + ("" if c.get("unit") == "user" else " (max over devices)") + " |", "|---|---:|"]
     out += [f"| {name} | {_num(v)} |" for name, v in rows]
     diff = xc.get("max_relative_difference")
     out.append("")
-    out.append(f"Largest per-device difference ours vs. dp_accounting RDP (same orders): {_num(diff, '.2%')} "
+    which = "Difference" if c.get("unit") == "user" else "Largest per-device difference"
+    out.append(f"{which} ours vs. dp_accounting RDP (same orders): {_num(diff, '.2%')} "
                f"(tolerance {xc.get('tolerance', 0.05):.0%}).")
     return out
 
@@ -80,6 +108,15 @@ def _empirical(audit: dict[str, Any]) -> list[str]:
     if emp is None:
         return ["Not run (pass `--empirical`)."]
     mech = "infinite (no noise)" if emp.get("mechanism_epsilon") is None else _num(emp["mechanism_epsilon"])
+    if emp.get("unit") == "user":
+        return [f"One-run canary-client audit (Steinke, Nasr & Jagielski 2023) of one user-level round at sample "
+                f"rate 1 ({emp.get('design')} design{_WORST if emp.get('design') == 'worst-case' else ''}): "
+                f"{emp.get('canaries')} canary devices in dimension "
+                f"{emp.get('dimension')}, each clipped to {emp.get('clip')}, {emp.get('guesses')} guesses, "
+                f"{emp.get('correct')} correct.",
+                f"Empirical lower bound: epsilon >= {_num(emp['epsilon_lower'])} at {emp['confidence']:.0%} "
+                f"confidence; the accountant's epsilon of that round (one Gaussian step, noise multiplier "
+                f"{emp.get('noise_multiplier')}) is {mech}."]
     return [f"One-run canary audit (Steinke, Nasr & Jagielski 2023) of the local training mechanism of device "
             f"{emp.get('device')}: {emp.get('canaries')} canary windows, {emp.get('guesses')} guesses, "
             f"{emp.get('correct')} correct.",
@@ -87,21 +124,40 @@ def _empirical(audit: dict[str, Any]) -> list[str]:
             f"the accountant's epsilon for the audited training is {mech}."]
 
 
+def _devices(d: dict[str, Any], title: str = "## Per-device epsilon") -> list[str]:
+    stats = d["epsilon"]
+    return [title, "", f"{d['count']} device ledgers ({d['trained']} trained).", "",
+            "| min | median | p90 | max |", "|---:|---:|---:|---:|",
+            "| " + " | ".join(_num(stats[k]) for k in ("min", "median", "p90", "max")) + " |", "",
+            "```", histogram(d["values"]), "```", ""]
+
+
+def _user_sections(audit: dict[str, Any]) -> list[str]:
+    led, c = audit.get("user_ledger") or {}, audit["claimed"]
+    out = ["## Guarantee", "", user_guarantee_sentence(audit), *_dropouts(audit), "",
+           "## Server's user-level ledger", "",
+           f"`{led.get('path')}`: {led.get('rounds')} rounds, epsilon {_num(led.get('epsilon'))} "
+           f"(readable: {led.get('readable')}).", ""]
+    ex = c.get("example")
+    if ex is not None:
+        out += ["Window-level claim of the device ledgers (example+user): "
+                f"({_num(ex['epsilon'])}, {_num(ex['delta'], 'g')})-DP per training window, via {ex['mechanism']}; "
+                f"dp_accounting RDP max over devices "
+                f"{_num((audit['cross_check'].get('example') or {}).get('epsilon'))}.", ""]
+        out += _devices(audit["devices"], "## Per-device window-level epsilon")
+    return out
+
+
 def render(audit: dict[str, Any], run_dir: Path) -> str:
     """The whole audit.md text."""
-    d, log = audit["devices"], audit["log"]
-    stats = d["epsilon"]
+    log = audit["log"]
     log_line = ("not present, not checked" if log["verified"] is None else
                 f"{'verified' if log['verified'] else 'FAILED'}: {log['rounds']} rounds"
                 + (f" ({log['reason']})" if log["reason"] else ""))
     target = audit["claimed"].get("target_epsilon")
-    lines = [f"# Privacy audit of `{run_dir}`", "", f"**Verdict: {audit['verdict']}**", "",
-             "## Guarantee", "", guarantee_sentence(audit), *_replace_one(audit), "",
-             "## Per-device epsilon", "",
-             f"{d['count']} device ledgers ({d['trained']} trained).", "",
-             "| min | median | p90 | max |", "|---:|---:|---:|---:|",
-             "| " + " | ".join(_num(stats[k]) for k in ("min", "median", "p90", "max")) + " |", "",
-             "```", histogram(d["values"]), "```", "",
+    head = (_user_sections(audit) if audit["claimed"].get("unit") == "user" else
+            ["## Guarantee", "", guarantee_sentence(audit), *_replace_one(audit), "", *_devices(audit["devices"])])
+    lines = [f"# Privacy audit of `{run_dir}`", "", f"**Verdict: {audit['verdict']}**", "", *head,
              "## Budget", "", f"Target epsilon {_num(target, 'g')}; budget violations: {audit['budget_violations']}.",
              "", "## Accountant cross-check", "", *_cross_table(audit), "",
              "## Round log", "", f"Signed round log: {log_line}.", "",

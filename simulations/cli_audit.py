@@ -25,12 +25,14 @@ def audit(
     run_dir: Path = typer.Argument(..., help="a `fedinterest simulate` output directory"),
     verify_log: bool = typer.Option(False, "--verify-log", help="require RUN_DIR/round_log.jsonl and verify it"),
     empirical: bool = typer.Option(False, "--empirical",
-                                   help="also run the one-run canary audit (re-trains one device, ~10 s on CPU)"),
+                                   help="also run the one-run canary audit (example level: re-trains one device, "
+                                        "~10 s on CPU; user level: 1000 canary clients in one round, ~2 s)"),
     verify_key: Optional[Path] = typer.Option(None, help="server Ed25519 public key (PEM); default "
                                               "RUN_DIR/keys/server/signing_ed25519.pub.pem"),
     confidence: float = typer.Option(0.95, help="confidence of the empirical lower bound"),
 ) -> None:
-    """Cross-check every device ledger with dp_accounting, check budgets and the signed round log."""
+    """Cross-check every ledger (the devices', or the server's user-level one) with dp_accounting, check
+    budgets and the signed round log."""
     from simulations.audit import AUDIT_JSON, AUDIT_MD, audit_run
     from simulations.audit_ledgers import RunDirError
 

@@ -41,7 +41,8 @@ def run_flower_simulation(cfg: Config, run_dir: Path, *, progress: bool = True) 
     # programmatic path for `fedinterest simulate` and silence Flower's INFO/WARNING banners, errors still show
     logging.getLogger("flwr").setLevel(logging.ERROR)
     num_devices = len(population(cfg).devices)
-    server_module.JOB.update(cfg=cfg, run_dir=run_dir, progress=progress, expected_nodes=num_devices, result=None)
+    server_module.JOB.update(cfg=cfg, run_dir=run_dir, progress=progress, expected_nodes=num_devices, result=None,
+                             token=object())  # the ServerApp thread stops once JOB no longer holds its token
     try:
         run_simulation(server_app=server_module.app, client_app=client_app, num_supernodes=num_devices,
                        backend_name="ray", backend_config=backend_config(cfg), verbose_logging=False)

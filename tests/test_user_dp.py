@@ -134,7 +134,7 @@ def test_user_run_reports_the_server_accountant_and_he_matches_plaintext(tmp_pat
     for k in ("recall@10", "ndcg@10"):  # same seeds, same noise: only CKKS rounding differs
         assert he["metrics"][k] == pytest.approx(plain["metrics"][k], abs=0.005)
     ledger = json.loads((tmp_path / "plain" / "server" / "user_ledger.json").read_text())
-    assert [e["round_id"] for e in ledger["rounds"]] == [1, 2, 3]
+    assert [e["round"] for e in ledger["rounds"]] == [1, 2, 3]
 
 
 def test_server_stops_before_a_round_that_would_pass_the_user_budget(tmp_path):
