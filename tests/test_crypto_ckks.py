@@ -165,3 +165,21 @@ def test_ciphertexts_are_fresh_and_aggregator_counts(float_keys) -> None:
     np.testing.assert_allclose(avg, np.ones(4), atol=1e-5)
     assert abs(total - 200) < 1e-3
     assert isinstance(DecryptionError("x"), ValueError)
+
+
+def test_fast_plaintext_read_equals_the_reference_read(float_keys) -> None:
+    """SEAL's serialisation (decompressed) gives exactly the coefficients DynArray.at gives."""
+    import tenseal.sealapi as sealapi
+
+    from shared_models.crypto.seal_wire import _coeffs_via_save, plaintext_coeffs_slow
+
+    secret_ctx, _ = float_keys
+    seal_ctx = secret_ctx.seal_context().data
+    encoder, plain = sealapi.CKKSEncoder(seal_ctx), sealapi.Plaintext()
+    rng = np.random.default_rng(3)
+    degree = seal_ctx.key_context_data().parms().poly_modulus_degree()
+    for _ in range(3):
+        encoder.encode(rng.normal(0, 100, degree // 2).tolist(), seal_ctx.first_parms_id(), 2.0 ** 20, plain)
+        fast = _coeffs_via_save(plain, degree)
+        assert fast is not None and fast.dtype == np.uint64
+        assert np.array_equal(fast, plaintext_coeffs_slow(plain, degree))
