@@ -126,6 +126,9 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
     seed = fed.seed * 7919 + round_id * 104729 + _stable_hash(data.device_id)
     torch.manual_seed(seed)  # dropout masks: reproducible per (run seed, round, device), also after a resume
     ledger = None
+    if user_level(cfg) and round_id in store.contributed_rounds():  # a resumed run re-asks a released round
+        return TrainOutcome(refused=True, reason=f"already contributed to round {round_id}: a second noisy delta for "
+                            "the same round could be differenced against the first")
     noise_seed = seed if priv.reproducible_noise or priv.mode == "none" else store.noise_seed(round_id)
     if priv.mode in EXAMPLE_MODES:
         seed = noise_seed  # DP-SGD noise from a device secret
@@ -155,6 +158,7 @@ def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, 
     shared = OrderedDict((k, params[k].detach().cpu().numpy().copy()) for k in keys)
     if user_level(cfg):  # user-level DP: a clipped, noised delta with a fixed weight of 1 leaves the device
         shared, metrics["delta_norm"] = noisy_delta(shared, prep.global_shared, cfg=cfg, noise_seed=prep.noise_seed)
+        prep.store.record_contribution(round_id)  # before the update leaves the device
         return TrainOutcome(shared=shared, num_examples=1, metrics=metrics)
     return TrainOutcome(shared=shared, num_examples=result.num_examples, metrics=metrics)
 

@@ -62,9 +62,11 @@ def global_shared(state: DeviceState, cfg: Config, num_items: int, text: torch.T
         return template, "initial"
     if not (state.keys_dir / "manifest.json").is_file():
         raise DeviceStateError(f"{ckks}: an encrypted global model needs this device's keys in {state.keys_dir}")
-    from client.secure import decode_global, device_keys
+    from client.secure import device_keys, global_model
+    from client.user_dp import user_level_decoding
 
-    weights, _, _ = decode_global(ckks.read_bytes(), device_keys(str(state.keys_dir), state.user_id), template)
+    weights, _, _ = global_model(ckks.read_bytes(), device_keys(str(state.keys_dir), state.user_id), template,
+                                 **user_level_decoding(cfg))
     return weights, GLOBAL_CKKS
 
 

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import OrderedDict
 
 import numpy as np
 import torch
 
 from client.device import DeviceData, TrainOutcome, device_evaluate, device_train, initial_shared
-from client.secure import decode_global, device_keys, encode_update
+from client.secure import device_keys, encode_update, global_model
 from client.store import DeviceStore
-from client.user_dp import user_level
+from client.user_dp import user_level_decoding
 from server.loop import TrainReply
 from shared_models.config import Config
-from shared_models.privacy.user_level import apply_noisy_sum
 
 # what a device reports in clear under server-blind aggregation: timings only (the training loss is computed
 # on private data outside DP; epsilon, steps and sample rate reveal the example count)
@@ -40,12 +38,8 @@ def global_weights(cfg: Config, received, *, num_items: int, text: torch.Tensor 
     if not cfg.he.enabled:
         return received, {}
     template = _template(json.dumps(cfg.to_dict(), sort_keys=True), num_items, id(text), text)
-    weights, total, decrypt_s = decode_global(received, device_keys(keys_dir, device_id), template)
-    if user_level(cfg) and received:
-        f = cfg.federated
-        weights = OrderedDict((k, apply_noisy_sum(template[k], np.asarray(w, np.float64) * total,  # sum = mean * n
-                                                  server_lr=f.server_lr, denominator=f.clients_per_round
-                                                  ).astype(np.float32)) for k, w in weights.items())
+    weights, total, decrypt_s = global_model(received, device_keys(keys_dir, device_id), template,
+                                             **user_level_decoding(cfg))
     return weights, {"decrypt_s": decrypt_s, "total_weight": total}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from shared_models.crypto import (DeviceKeys, decrypt_average, encrypt_update, load_device_keys, payload_sha256,
                                   sign_update)
+from shared_models.privacy.user_level import apply_noisy_sum
 
 KEYS_CACHE = 64  # device key sets kept per process (a Ray actor hosts many simulated devices)
 
@@ -51,6 +52,21 @@ def decode_global(blob: bytes | None, keys: DeviceKeys, template: dict[str, np.n
     t0 = time.perf_counter()
     average, total = decrypt_average(keys.context, blob, cfg=keys.he)
     return unflatten(average, template), total, time.perf_counter() - t0
+
+
+def global_model(blob: bytes | None, keys: DeviceKeys, template: dict[str, np.ndarray], *, user_level: bool,
+                 server_lr: float = 1.0, denominator: int = 1) -> tuple["OrderedDict[str, np.ndarray]", float, float]:
+    """(global shared weights, total weight, decrypt seconds) from the broadcast encrypted sum.
+
+    FedAvg: the sum of weighted weights over the total weight. User-level DP: the running sum of every
+    round's noisy deltas, added to the initial model (``template``) as ``server_lr * sum / denominator``."""
+    weights, total, seconds = decode_global(blob, keys, template)
+    if user_level and blob:
+        weights = OrderedDict((k, apply_noisy_sum(np.asarray(template[k], np.float64),
+                                                  np.asarray(w, np.float64) * total,  # mean * n = the sum
+                                                  server_lr=server_lr, denominator=denominator).astype(np.float32))
+                              for k, w in weights.items())
+    return weights, total, seconds
 
 
 def encode_update(shared: dict[str, np.ndarray], *, weight: int, keys: DeviceKeys, round_id: int

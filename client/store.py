@@ -3,6 +3,7 @@
 Layout (one directory per device; in simulation ``RUN_DIR/devices/<device-id>/``):
 - ``personal.pt``  the personal parameters (short-term encoder, fusion gate), written atomically
 - ``ledger.json``  the privacy ledger (``shared_models.privacy.PrivacyLedger``), written atomically
+- ``contributions.json``  rounds this device sent a user-level noisy delta for (user-level DP)
 Everything here stays on the device; nothing in this directory is ever sent to the server.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from pathlib import Path
 
@@ -44,6 +46,23 @@ class DeviceStore:
     @property
     def noise_secret_path(self) -> Path:
         return self.root / "noise_secret.bin"
+
+    @property
+    def contributions_path(self) -> Path:
+        return self.root / "contributions.json"
+
+    def contributed_rounds(self) -> set[int]:
+        """Rounds this device already sent a user-level noisy delta for (never send a second one)."""
+        if not self.contributions_path.is_file():
+            return set()
+        try:
+            return {int(r) for r in json.loads(self.contributions_path.read_text())["rounds"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(f"{self.contributions_path}: unreadable contribution record ({exc})") from exc
+
+    def record_contribution(self, round_id: int) -> None:
+        rounds = sorted(self.contributed_rounds() | {round_id})
+        atomic_write_bytes(self.contributions_path, json.dumps({"rounds": rounds}).encode())
 
     def noise_seed(self, round_id: int) -> int:
         """A per-round seed for DP noise and Poisson sampling derived from a secret that never leaves the

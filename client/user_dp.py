@@ -21,6 +21,12 @@ def user_level(cfg: Config) -> bool:
     return cfg.privacy.mode in USER_MODES
 
 
+def user_level_decoding(cfg: Config) -> dict:
+    """Keyword arguments of ``client.secure.global_model`` for this config."""
+    return {"user_level": user_level(cfg), "server_lr": cfg.federated.server_lr,
+            "denominator": cfg.federated.clients_per_round}
+
+
 def noisy_delta(trained: dict[str, np.ndarray], global_shared: dict[str, np.ndarray], *, cfg: Config,
                 noise_seed: int) -> tuple["OrderedDict[str, np.ndarray]", float]:
     """(clipped delta + this device's noise share, keyed like ``trained``; the delta's L2 norm before clip)."""

@@ -137,11 +137,15 @@ def check_update(reply: TrainReply, expected: dict[str, np.ndarray]) -> str:
 def run_rounds(cfg: Config, transport: Transport, strategy, *, start_round: int = 1,
                on_round: Callable[[RoundStats], None] | None = None,
                progress: Callable[[int], None] | None = None,
-               stop_reason: Callable[[int], str] | None = None) -> list[RoundStats]:
+               stop_reason: Callable[[int], str] | None = None,
+               on_release: Callable[[int], None] | None = None, sampler_seed: int | None = None) -> list[RoundStats]:
     """Run rounds ``start_round..num_server_rounds`` with ``strategy`` (PlainFedAvg or server-blind
     aggregation); the final global state stays in the strategy. Returns per-round stats.
-    ``stop_reason(r)``: a non-empty reason ends the run before round r (e.g. the user-level budget)."""
-    rng = np.random.default_rng(cfg.federated.seed)
+    ``stop_reason(r)``: a non-empty reason ends the run before round r (e.g. the user-level budget).
+    ``on_release(r)``: called once round r's aggregate exists, before anything (evaluation) uses it.
+    ``sampler_seed``: seeds client sampling (default ``federated.seed``; user-level DP passes a server secret,
+    since amplification by sampling needs a sample nobody else can recompute)."""
+    rng = np.random.default_rng(cfg.federated.seed if sampler_seed is None else sampler_seed)
     for _ in range(1, start_round):  # replay the sampler so a resumed run samples the same devices
         sample_nodes(transport.node_ids(), cfg, rng)
     stats: list[RoundStats] = []
@@ -154,6 +158,8 @@ def run_rounds(cfg: Config, transport: Transport, strategy, *, start_round: int 
         strategy.begin(r, nodes)
         replies = transport.train(r, nodes, strategy.broadcast()) if nodes else []
         st = _aggregate_round(cfg, r, replies, strategy)
+        if on_release:
+            on_release(r)
         if cfg.federated.eval_every and r % cfg.federated.eval_every == 0:
             st.metrics = evaluate_nodes(cfg, transport, r, strategy.broadcast(), "valid", rng)
         st.wall_s = time.perf_counter() - t0

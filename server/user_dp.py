@@ -7,7 +7,9 @@ server only decides who is asked, keeps the sum, and accounts: q = clients_per_r
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
 from pathlib import Path
 
@@ -15,11 +17,14 @@ import numpy as np
 
 from server.aggregation import sum_updates
 from server.loop import PlainFedAvg
+from shared_models.atomic_io import atomic_write_bytes
 from shared_models.config import USER_MODES, Config, ConfigError
 from shared_models.privacy import PrivacyLedger
-from shared_models.privacy.user_level import client_sample_rate, max_participants
+from shared_models.privacy.user_level import apply_noisy_sum, client_sample_rate, max_participants
 
 USER_LEDGER = Path("server") / "user_ledger.json"  # under RUN_DIR (the server's own state)
+SAMPLER_SECRET = Path("server") / "sampler_secret.bin"
+SECRET_BYTES = 32
 
 
 def is_user_level(cfg: Config) -> bool:
@@ -60,8 +65,9 @@ class PlainDPFedAvg(PlainFedAvg):
             return False
         t0 = time.perf_counter()
         total = sum_updates([a.shared for a in self._accepted])
-        self.shared = {k: (np.asarray(v, np.float64) + self.server_lr * total[k] / self.denominator
-                           ).astype(np.float32) for k, v in self.shared.items()}
+        self.shared = {k: apply_noisy_sum(np.asarray(v, np.float64), total[k], server_lr=self.server_lr,
+                                          denominator=self.denominator).astype(np.float32)
+                       for k, v in self.shared.items()}
         self.round_aggregate_s = time.perf_counter() - t0
         self.aggregate_s += self.round_aggregate_s
         return True
@@ -79,7 +85,10 @@ class UserAccountant:
     def stop_reason(self, round_id: int) -> str:
         """'' if round ``round_id`` fits the user-level budget, else why the server stops before it."""
         if any(e.round_id == round_id for e in self.ledger.rounds):
-            return ""  # re-running a round that never reached its checkpoint (its sum was never released)
+            # a resumed run re-asks a round already charged (released, then a crash before the checkpoint):
+            # devices that contributed to it refuse to contribute again (client/device.py), so the re-run can
+            # only add devices that never sent a noisy delta for this round
+            return ""
         if self.ledger.would_exceed(noise_multiplier=self.noise_multiplier, sample_rate=self.q, num_steps=1):
             return (f"user-level epsilon {self.ledger.epsilon():.3f} would exceed privacy.user_target_epsilon="
                     f"{self.ledger.target_epsilon} with round {round_id}")
@@ -102,3 +111,23 @@ class UserAccountant:
 def sigma_total_lower_bound(cfg: Config, contributors: int) -> float:
     """Noise multiplier of the sum when ``contributors`` honest devices add their share (>= the claim)."""
     return cfg.privacy.user_noise_multiplier * math.sqrt(contributors / cfg.federated.min_train_nodes)
+
+
+def sampler_seed(cfg: Config, run_dir: Path) -> int | None:
+    """Seed of Poisson client sampling under user-level DP: a server secret (32 bytes from os.urandom, 0600,
+    kept so a resumed run replays the same samples). None (the public ``federated.seed``) otherwise, and
+    with ``privacy.reproducible_noise`` (tests: runs repeat bit for bit, and the audit FAILS such runs)."""
+    if not is_user_level(cfg) or cfg.privacy.reproducible_noise:
+        return None
+    path = Path(run_dir) / SAMPLER_SECRET
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, os.urandom(SECRET_BYTES), mode=0o600)
+    return int.from_bytes(hashlib.sha256(path.read_bytes()).digest()[:8], "little")
+
+
+def check_population(num_nodes: int, num_devices: int) -> None:
+    """The accountant's q = clients_per_round / N must be the rate the sampler really uses."""
+    if num_nodes != num_devices:
+        raise RuntimeError(f"user-level DP needs every one of the {num_devices} devices registered to sample at the "
+                           f"accounted rate; {num_nodes} are: the real sample rate would differ from the claim")

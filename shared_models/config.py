@@ -194,8 +194,8 @@ class Config:
 
     def _validate_user_level(self) -> None:
         f, p, he = self.federated, self.privacy, self.he
-        for key in ("user_clip", "user_noise_multiplier", "user_target_epsilon"):
-            _check(getattr(p, key) > 0, f"privacy.{key}", "> 0", getattr(p, key))
+        for key in ("user_clip", "user_noise_multiplier", "user_target_epsilon", "delta"):
+            _check(getattr(p, key) > 0, f"privacy.{key}", "> 0 with user-level DP", getattr(p, key))
         _check(f.server_lr > 0, "federated.server_lr", "> 0", f.server_lr)
         _check(f.fraction_train == 0, "federated.fraction_train",
                "0 with user-level DP (clients_per_round sets the Poisson rate and the fixed denominator)",

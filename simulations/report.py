@@ -87,6 +87,11 @@ def user_privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats
                           f"delta to L2 {p.user_clip} and adds N(0, ({p.user_noise_multiplier}*{p.user_clip})^2/"
                           f"{f.min_train_nodes}) per coordinate before encryption; fixed weight 1, fixed "
                           f"denominator {f.clients_per_round}; RDP accountant over {accountant.rounds} rounds"),
+            "holds_against": (
+                "everyone who sees the model; the server sees only the encrypted sum (threat model section 5)"
+                if cfg.he.enabled else
+                "those who see the model, NOT the server: without HE it sees each device's noisy delta, whose own "
+                f"noise multiplier is only {p.user_noise_multiplier / f.min_train_nodes ** 0.5:.3g} per round"),
             "min_train_nodes": f.min_train_nodes, "server_lr": f.server_lr,
             "min_contributors_in_released_rounds": min(contributors) if contributors else 0,
             "noise_source": ("public seed (TESTING ONLY: not private)" if p.reproducible_noise else "device secret"),
@@ -124,7 +129,7 @@ def build_result(cfg: Config, run_dir: Path, pop, stats: list[RoundStats], test:
         "privacy": privacy,
         "he": he_summary(cfg, stats, strategy),
         "rounds": len(stats),
-        "clients_per_round": stats[0].sampled if stats else 0,
+        "clients_per_round": round(float(np.mean([s.sampled for s in stats])), 2) if stats else 0,  # Poisson: varies
         "num_clients": len(pop.devices),
         "timing": {"wall_s": round(wall, 2), "client_updates": updates,
                    "client_updates_per_s": round(updates / wall, 3) if wall > 0 else 0.0,
@@ -141,7 +146,8 @@ def privacy_line(p: dict[str, Any]) -> str:
         return f"privacy: {p.get('ledgers', 'no epsilon recorded')}"
     if p["unit"] == "user":
         line = (f"privacy: ({p['epsilon']:.3f}, {p['delta']:.1e})-DP for adding/removing one whole device (user) "
-                f"from the shared model, over {p['steps']} rounds; {p['mechanism']}; noise from {p['noise_source']}")
+                f"from the shared model, over {p['steps']} rounds, against {p['holds_against']}; {p['mechanism']}; noise from "
+                f"{p['noise_source']}")
         ex = p.get("example") or {}
         if ex.get("epsilon") is not None:
             line += f"; plus DP-SGD on devices: epsilon <= {ex['epsilon']:.3f} per training window"

@@ -14,8 +14,8 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, run_rounds, write_json
-from server.user_dp import (PlainDPFedAvg, UserAccountant, check_running_sum_capacity, is_user_level,
-                            sample_rate)
+from server.user_dp import (PlainDPFedAvg, UserAccountant, check_population, check_running_sum_capacity,
+                            is_user_level, sample_rate, sampler_seed)
 from shared_models.config import Config
 from simulations.devices import initial_shared, population
 from simulations.checkpoint import load_checkpoint, same_config, save_checkpoint, trim_history
@@ -135,11 +135,13 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
 
     round_log = open_round_log(run_dir, server_signing_key(run_dir, keys_dir), last_round=done)
     accountant = UserAccountant(cfg, run_dir, len(pop.devices)) if is_user_level(cfg) else None
+    if accountant is not None:
+        check_population(len(transport.node_ids()), len(pop.devices))
 
     def on_round(st: RoundStats) -> None:
         st.epsilon_max, st.epsilon_mean = ledger_epsilons(cfg, run_dir, pop)
         if accountant is not None:  # user-level: one guarantee for every device, composed by the server
-            st.epsilon_max = st.epsilon_mean = accountant.record(st.round)
+            st.epsilon_max = st.epsilon_mean = accountant.epsilon
         append_history(history, st)
         stats.append(st)
         round_log.append(log_record(cfg, st, strategy))  # before the checkpoint: a resume trims, never gaps
@@ -149,7 +151,9 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
         task = bar.add_task("rounds", total=cfg.federated.num_server_rounds, completed=done)
         run_rounds(cfg, transport, strategy, start_round=done + 1, on_round=on_round,
                    progress=lambda r: bar.update(task, completed=r),
-                   stop_reason=accountant.stop_reason if accountant is not None else None)
+                   stop_reason=accountant.stop_reason if accountant is not None else None,
+                   on_release=accountant.record if accountant is not None else None,  # charged before any use
+                   sampler_seed=sampler_seed(cfg, run_dir))
         bar.update(task, description="final test")
         test = evaluate_nodes(cfg, transport, cfg.federated.num_server_rounds + 1, strategy.broadcast(), "test")
     save_global(run_dir, strategy)

@@ -81,3 +81,37 @@ def test_a_run_dir_of_another_config_or_without_checkpoint_is_never_mixed_in(tmp
         simulate(cfg, tmp_path / "run", progress=False)
     fresh = simulate(other, tmp_path / "run", progress=False, resume=False)
     assert fresh["clients_per_round"] == 3
+
+
+def test_user_level_resume_after_a_released_round_never_reuses_a_contribution(tmp_path, monkeypatch):
+    """Killed after round 2 was released and charged but before its checkpoint: the resumed run re-asks
+    round 2, every device that already sent a noisy delta for it refuses, and the ledger charges it once."""
+    import json
+
+    import simulations.simulate as sim
+
+    user = {"mode": "user", "user-noise-multiplier": 1.0, "user-clip": 0.5, "user-target-epsilon": 100.0}
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=20), privacy=user,
+                      federated={"num-server-rounds": 3, "clients-per-round": 8, "min-train-nodes": 2})
+    real_save = sim.save_checkpoint
+    calls = {"n": 0}
+
+    def dies_at_second_checkpoint(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Killed()
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(sim, "save_checkpoint", dies_at_second_checkpoint)
+    with pytest.raises(Killed):
+        simulate(cfg, tmp_path / "run", progress=False)
+    ledger = json.loads((tmp_path / "run" / "server" / "user_ledger.json").read_text())
+    assert [e["round"] for e in ledger["rounds"]] == [1, 2]  # round 2 charged at release, before the crash
+    monkeypatch.setattr(sim, "save_checkpoint", real_save)
+    resumed = simulate(cfg, tmp_path / "run", progress=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert [int(r["round"]) for r in rows] == [1, 2, 3]
+    rerun = rows[1]
+    assert int(rerun["valid"]) == 0 and int(rerun["refused"]) == int(rerun["sampled"]) > 0  # all refuse
+    ledger = json.loads((tmp_path / "run" / "server" / "user_ledger.json").read_text())
+    assert [e["round"] for e in ledger["rounds"]] == [1, 2, 3] and resumed["privacy"]["steps"] == 3

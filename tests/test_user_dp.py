@@ -133,8 +133,72 @@ def test_user_run_reports_the_server_accountant_and_he_matches_plaintext(tmp_pat
     assert he["privacy"]["epsilon"] == pytest.approx(p["epsilon"])
     for k in ("recall@10", "ndcg@10"):  # same seeds, same noise: only CKKS rounding differs
         assert he["metrics"][k] == pytest.approx(plain["metrics"][k], abs=0.005)
+    _assert_same_global_model(tmp_path)
     ledger = json.loads((tmp_path / "plain" / "server" / "user_ledger.json").read_text())
     assert [e["round"] for e in ledger["rounds"]] == [1, 2, 3]
+
+
+def _assert_same_global_model(tmp_path):
+    """The model devices decode from the CKKS running sum equals the plaintext server's model."""
+    from client.round import global_weights
+
+    cfg = json.loads((tmp_path / "he" / "config.json").read_text())
+    from shared_models.config import build_config
+
+    he_cfg = build_config(cfg)
+    pop = population(he_cfg)
+    blob = (tmp_path / "he" / "global_sum.ckks").read_bytes()
+    decoded, _ = global_weights(he_cfg, blob, num_items=pop.num_items, text=None,
+                                keys_dir=str(tmp_path / "he" / "keys"), device_id=pop.devices[3].device_id)
+    with np.load(tmp_path / "plain" / "global_shared.npz") as plain:
+        assert set(plain.files) == set(decoded)
+        diff = np.concatenate([np.abs(plain[k] - decoded[k]).ravel() for k in plain.files])
+    # CKKS rounding (~1e-7) is all that differs in round 1; Adam's sign-like steps on near-zero gradients can
+    # turn it into an lr-sized step on a few coordinates in later rounds, so bound the mean tightly
+    assert diff.max() < 5e-3 and diff.mean() < 5e-6, (diff.max(), diff.mean())  # weights ~0.02, steps ~0.01
+
+
+def test_global_model_adds_the_running_sum_with_the_fixed_denominator(keys_dir):
+    """One decoding for every reader (training, evaluation, recommend/export): initial + lr * sum / K."""
+    from client.secure import global_model
+
+    template = {"w": np.linspace(-1, 1, 30).astype(np.float32)}
+    server = SecureAggregation(load_server_keys(keys_dir), n_params=30, accumulate=True)
+    server.begin(1, [0, 1])
+    deltas = [np.full(30, 0.1), np.full(30, -0.3)]
+    for i, d in enumerate(deltas):
+        payload, sig, _ = encode_update({"w": d}, weight=1, keys=device_keys(keys_dir, f"d{i}"), round_id=1)
+        assert server.offer(TrainReply(node=i, device_id=f"d{i}", round_id=1, payload=payload, signature=sig)) == ""
+    assert server.finish(min_train_nodes=2)
+    keys = device_keys(keys_dir, "d5")
+    got, total, _ = global_model(server.latest, keys, template, user_level=True, server_lr=2.0, denominator=4)
+    assert total == pytest.approx(2, abs=1e-3)
+    assert np.allclose(got["w"], template["w"] + 2.0 * (0.1 - 0.3) / 4, atol=1e-5)
+    fedavg, _, _ = global_model(server.latest, keys, template, user_level=False)
+    assert np.allclose(fedavg["w"], (0.1 - 0.3) / 2, atol=1e-5)  # FedAvg decoding: the mean
+    assert global_model(None, keys, template, user_level=True)[0]["w"] is template["w"]  # round 1: initial
+
+
+def test_device_adds_its_noise_share_to_the_delta_and_never_contributes_twice(tmp_path):
+    """Same training (reproducible seeds), two noise levels: the difference is the device's Gaussian share."""
+    csv = synthetic_csv(tmp_path / "s.csv")
+    outs = {}
+    for z in (1e-9, 1.0):
+        cfg = tiny_config(csv, privacy={**USER, "user-noise-multiplier": z, "user-clip": 50.0}, federated=FED)
+        pop = population(cfg)
+        from simulations.devices import initial_shared
+
+        start = initial_shared(cfg, pop.num_items, None)
+        store = DeviceStore(tmp_path / f"z{z}")
+        outs[z] = device_train(data=pop.devices[0], store=store, global_shared=start, cfg=cfg, round_id=1,
+                               max_interactions=pop.max_interactions)
+        again = device_train(data=pop.devices[0], store=store, global_shared=start, cfg=cfg, round_id=1,
+                             max_interactions=pop.max_interactions)
+        assert again.refused and "already contributed to round 1" in again.reason
+    quiet, noisy = flatten(outs[1e-9].shared), flatten(outs[1.0].shared)
+    assert 0 < np.linalg.norm(quiet) == pytest.approx(outs[1e-9].metrics["delta_norm"], rel=1e-6)  # < clip: as is
+    std = 1.0 * 50.0 / math.sqrt(FED["min-train-nodes"])
+    assert np.std(noisy - quiet) == pytest.approx(std, rel=0.05) and abs(np.mean(noisy - quiet)) < 0.05 * std
 
 
 def test_server_stops_before_a_round_that_would_pass_the_user_budget(tmp_path):

@@ -98,12 +98,13 @@ _scratch = threading.local()
 
 
 def _scratch_path() -> str:
+    """A scratch file per (process, thread): a forked child never shares its parent's file."""
     path = getattr(_scratch, "path", None)
-    if path is None:
+    if path is None or getattr(_scratch, "pid", None) != os.getpid():
         tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         fd, path = tempfile.mkstemp(prefix="fedinterest-plain-", dir=tmp_dir)
         os.close(fd)
-        _scratch.path = path
+        _scratch.path, _scratch.pid = path, os.getpid()
         atexit.register(_remove, path)
     return path
 
@@ -130,11 +131,19 @@ def _decompress(mode: int, data: bytes) -> bytes | None:
 
 
 def _coeffs_via_save(plain: "sealapi.Plaintext", count: int) -> np.ndarray | None:
-    """Coefficients from SEAL's serialisation of ``plain``; None when the layout is not the expected one."""
-    path = _scratch_path()
-    plain.save(path)
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    """Coefficients from SEAL's serialisation of ``plain``; None (use the slow path) when anything is off."""
+    try:
+        path = _scratch_path()
+        plain.save(path)
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        return _parse_plaintext(raw, count)
+    except (OSError, RuntimeError, ValueError, struct.error):
+        return None
+
+
+def _parse_plaintext(raw: bytes, count: int) -> np.ndarray | None:
+    """SEAL header | [compressed] parms_id 4xu64, coeff_count u64, scale f64, headed DynArray(u64 size, data)."""
     if len(raw) < _HEADER.size:
         return None
     magic, hsize, _major, _minor, mode, _res, total = _HEADER.unpack_from(raw)
@@ -144,9 +153,14 @@ def _coeffs_via_save(plain: "sealapi.Plaintext", count: int) -> np.ndarray | Non
     if body is None or len(body) < _PLAIN_MEMBERS.size:
         return None
     n_coeffs = _PLAIN_MEMBERS.unpack_from(body)[4]
-    end = len(body)
-    start = end - 8 * n_coeffs
-    if n_coeffs < count or start < _PLAIN_MEMBERS.size + _HEADER.size + 8:
+    inner = _PLAIN_MEMBERS.size  # the DynArray's own SEAL header, uncompressed inside the body
+    if len(body) < inner + _HEADER.size + 8:
+        return None
+    magic, hsize, _major, _minor, _mode, _res, size = _HEADER.unpack_from(body, inner)
+    (n_data,) = struct.unpack_from("<Q", body, inner + _HEADER.size)
+    start = inner + _HEADER.size + 8
+    if (magic != _SEAL_MAGIC or hsize != _HEADER.size or n_data != n_coeffs or n_coeffs < count
+            or size != _HEADER.size + 8 + 8 * n_coeffs or len(body) != start + 8 * n_coeffs):
         return None
     return np.frombuffer(body, dtype="<u8", count=count, offset=start).astype(np.uint64)
 
