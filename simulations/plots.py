@@ -88,6 +88,8 @@ def plot_frontier(rows: list[dict[str, Any]], grid_keys: list[str], path: Path, 
             _annotate_noise(ax, members, xs, ys)
     refs = _reference_lines(ax, rows, metric)
     _epsilon_axis(ax, finite, inf_x)
+    if any(r.get("unit") == "user" for r in points):  # one server-side epsilon that every device shares
+        ax.set_xlabel("ε (user level: the same for every device; ∞ = no DP)")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.set_title(f"{METRIC_LABELS.get(metric, metric)} vs privacy ({_privacy_caption(points)})")
     ax.grid(True, alpha=0.3)
