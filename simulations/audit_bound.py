@@ -23,6 +23,8 @@ from scipy import stats
 BISECTION_STEPS = 60
 EPS_SEARCH_CAP = 100.0
 """Lower bounds are searched in [0, EPS_SEARCH_CAP]; with a few hundred canaries none gets near it."""
+GDP_EPS_CAP = 5000.0
+"""Search range of the Gaussian-fit ε estimate (a noiseless run reaches hundreds)."""
 GUESS_FRACTION = 0.25
 """Guesses per side as a fraction of the canaries: top 25% "in", bottom 25% "out" (r = m / 2)."""
 
@@ -70,3 +72,40 @@ def epsilon_lower_bound(*, m: int, r: int, v: int, delta: float, confidence: flo
         else:
             hi = mid
     return lo
+
+
+def gaussian_epsilon_estimate(scores_in: np.ndarray, scores_out: np.ndarray, *, delta: float) -> float:
+    """An ε ESTIMATE (not a bound), after Andrew et al., "One-shot empirical privacy estimation for federated
+    learning", ICLR 2024: fit one Gaussian to the scores of included and one to excluded canaries (pooled
+    variance), read the separation μ = |mean_in - mean_out| / σ as μ-Gaussian DP and convert to (ε, δ):
+    δ(ε) = Φ(-ε/μ + μ/2) - e^ε Φ(-ε/μ - μ/2). Unlike the one-run bound it is not capped by the number of
+    canaries, so a run without noise shows as the large ε it is; it assumes Gaussian score distributions."""
+    a, b = np.asarray(scores_in, float), np.asarray(scores_out, float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    sigma = math.sqrt((a.var(ddof=1) * (len(a) - 1) + b.var(ddof=1) * (len(b) - 1)) / (len(a) + len(b) - 2))
+    gap = abs(a.mean() - b.mean())
+    if sigma == 0:
+        return math.inf if gap > 0 else 0.0
+    return gdp_to_epsilon(gap / sigma, delta=delta)
+
+
+def gdp_to_epsilon(mu: float, *, delta: float) -> float:
+    """Smallest ε with μ-GDP ⊆ (ε, δ)-DP (Dong, Roth & Su 2022, Corollary 2.13), by bisection."""
+    if mu <= 0:
+        return 0.0
+
+    def delta_at(eps: float) -> float:
+        first = stats.norm.cdf(-eps / mu + mu / 2)
+        second = math.exp(min(eps + stats.norm.logcdf(-eps / mu - mu / 2), 700.0))
+        return first - second
+
+    if delta_at(0.0) <= delta:
+        return 0.0
+    lo, hi = 0.0, GDP_EPS_CAP
+    if delta_at(hi) > delta:
+        return math.inf
+    for _ in range(BISECTION_STEPS):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if delta_at(mid) > delta else (lo, mid)
+    return hi

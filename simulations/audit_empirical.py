@@ -33,7 +33,7 @@ from shared_models.dp_training import train_local, train_local_dp
 from shared_models.model import InterestModel
 from shared_models.privacy import epsilon_from_history
 from shared_models.sequences import PAD, Windows, build_windows
-from simulations.audit_bound import GUESS_FRACTION, count_correct, epsilon_lower_bound
+from simulations.audit_bound import GUESS_FRACTION, count_correct, epsilon_lower_bound, gaussian_epsilon_estimate
 from simulations.devices import population
 
 DEFAULT_CANARIES = 200
@@ -62,6 +62,8 @@ class EmpiricalResult:
     steps: int
     score_gap: float  # mean score of included minus excluded canaries (information)
     wall_s: float
+    # Gaussian-fit estimate (Andrew et al. 2024), not a bound: not capped by the canary count
+    epsilon_estimate: float = math.nan
 
     def to_json(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -135,4 +137,5 @@ def _audit(config: dict[str, Any], *, delta: float | None, private: bool, confid
         included=int(included.sum()), guesses=2 * k, correct=correct, mechanism_epsilon=mech,
         noise_multiplier=result.noise_multiplier, sample_rate=result.sample_rate, steps=result.steps,
         score_gap=float(scores[included].mean() - scores[~included].mean()) if 0 < included.sum() < canaries else 0.0,
-        wall_s=round(time.perf_counter() - t0, 2))
+        wall_s=round(time.perf_counter() - t0, 2),
+        epsilon_estimate=gaussian_epsilon_estimate(scores[included], scores[~included], delta=bound_delta))

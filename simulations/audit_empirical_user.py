@@ -36,7 +36,7 @@ import numpy as np
 from shared_models.privacy import epsilon_from_history
 from shared_models.privacy import user_level
 from shared_models.privacy.user_level import privatize_delta
-from simulations.audit_bound import GUESS_FRACTION, count_correct, epsilon_lower_bound
+from simulations.audit_bound import GUESS_FRACTION, count_correct, epsilon_lower_bound, gaussian_epsilon_estimate
 
 DEFAULT_USER_CANARIES = 1000
 DIM_PER_CANARY = 50
@@ -71,6 +71,8 @@ class UserEmpiricalResult:
     max_clipped_norm: float  # largest canary norm after clipping (worst-case design; else nan)
     score_gap: float  # mean score of included minus excluded canaries, in units of clip (information)
     wall_s: float
+    # Gaussian-fit estimate (Andrew et al. 2024), not a bound: not capped by the canary count
+    epsilon_estimate: float = math.nan
 
     def to_json(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -150,7 +152,8 @@ def empirical_user_audit(*, noise_multiplier: float, clip: float, min_train_node
         confidence=confidence, delta=delta, unit="user", design=design, canaries=canaries, included=n_in,
         guesses=2 * k, correct=correct, dimension=d, mechanism_epsilon=mech, noise_multiplier=z, clip=float(clip),
         min_train_nodes=mtn, effective_noise_multiplier=eff, max_clipped_norm=largest, score_gap=gap,
-        wall_s=round(time.perf_counter() - t0, 2))
+        wall_s=round(time.perf_counter() - t0, 2),
+        epsilon_estimate=gaussian_epsilon_estimate(scores[included], scores[~included], delta=delta))
 
 
 def empirical_user_from_config(config: dict[str, Any], *, delta: float, confidence: float,

@@ -107,6 +107,14 @@ def _empirical(audit: dict[str, Any]) -> list[str]:
     emp = audit.get("empirical")
     if emp is None:
         return ["Not run (pass `--empirical`)."]
+    lines = _empirical_lines(emp)
+    if emp.get("epsilon_estimate") is not None:
+        lines.append(f"Gaussian-fit estimate of the same canary scores (Andrew et al. 2024; an estimate, not a "
+                     f"bound, and not capped by the number of canaries): epsilon ~ {_num(emp['epsilon_estimate'])}.")
+    return lines
+
+
+def _empirical_lines(emp: dict[str, Any]) -> list[str]:
     mech = "infinite (no noise)" if emp.get("mechanism_epsilon") is None else _num(emp["mechanism_epsilon"])
     if emp.get("unit") == "user":
         return [f"One-run canary-client audit (Steinke, Nasr & Jagielski 2023) of one user-level round at sample "

@@ -37,3 +37,17 @@ def test_arguments_are_checked() -> None:
         epsilon_lower_bound(m=10, r=5, v=6, delta=0.0, confidence=0.95)
     with pytest.raises(ValueError, match="confidence"):
         epsilon_lower_bound(m=10, r=5, v=5, delta=0.0, confidence=1.0)
+
+
+def test_gdp_conversion_matches_the_gaussian_mechanism_and_the_estimate_separates_noise_from_none():
+    """μ = 1 is the Gaussian mechanism with σ = sensitivity: ε ≈ 4.38 at δ = 1e-5 (analytic Gaussian)."""
+    import numpy as np
+
+    from simulations.audit_bound import gaussian_epsilon_estimate, gdp_to_epsilon
+
+    assert gdp_to_epsilon(1.0, delta=1e-5) == pytest.approx(4.377, abs=0.01)
+    assert gdp_to_epsilon(2.0, delta=1e-5) > 2 * gdp_to_epsilon(1.0, delta=1e-5) > 0 == gdp_to_epsilon(0.0, delta=1e-5)
+    rng = np.random.default_rng(0)
+    noisy = gaussian_epsilon_estimate(rng.normal(1.0, 1.0, 500), rng.normal(0.0, 1.0, 500), delta=1e-5)
+    quiet = gaussian_epsilon_estimate(rng.normal(1.0, 0.01, 500), rng.normal(0.0, 0.01, 500), delta=1e-5)
+    assert 3.0 < noisy < 6.0 and quiet > 100 * noisy

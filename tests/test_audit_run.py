@@ -151,6 +151,9 @@ def test_empirical_audit_flags_no_dp_and_stays_below_the_dp_claim(dp_copy: Path,
     nodp = audit_run(nodp_run, empirical=True)["empirical"]
     assert nodp["epsilon_lower"] > 2.5 and nodp["mechanism_epsilon"] is None  # no noise: infinite
     assert nodp["correct"] >= 90
+    # the Gaussian-fit estimate is not capped by the canary count: far above the DP run's claim without noise
+    assert nodp["epsilon_estimate"] > 2 * dp["claimed"]["epsilon"] > 0
+    assert emp["epsilon_estimate"] < dp["claimed"]["epsilon"]
 
 
 def test_empirical_audit_catches_dp_sgd_that_adds_no_noise(dp_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
