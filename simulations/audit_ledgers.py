@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared_models.privacy import LedgerError, PrivacyLedger
+from shared_models.privacy import DEFAULT_ORDERS, LedgerError, PrivacyLedger, epsilon_from_history
 
 EPS_MATCH_REL = 1e-6
 """Relative slack when comparing two ε values that must be computed identically (stored vs. recomputed)."""
@@ -129,6 +129,7 @@ class DeviceLedger:
     delta: float
     unit: str
     target_epsilon: float | None
+    recorded: list[float] = field(default_factory=list)  # the ε written in every row, in order
 
 
 @dataclass
@@ -150,7 +151,8 @@ def _open_ledger(path: Path) -> DeviceLedger:
         device_id=path.parent.name, path=path, epsilon=ledger.epsilon(),
         recorded_epsilon=rows[-1].epsilon if rows else None, rounds=len(rows), steps=ledger.total_steps,
         history=[(r.noise_multiplier, r.sample_rate, r.num_steps) for r in rows], orders=list(orders),
-        delta=ledger.delta, unit=ledger.unit, target_epsilon=ledger.target_epsilon)
+        delta=ledger.delta, unit=ledger.unit, target_epsilon=ledger.target_epsilon,
+        recorded=[r.epsilon for r in rows])
 
 
 def scan_ledgers(run_dir: Path, claim: Claim) -> LedgerScan:
@@ -175,6 +177,14 @@ def _consistency(dev: DeviceLedger, claim: Claim) -> list[str]:
     if dev.rounds and not _close(rec_value, dev.epsilon):
         out.append(f"{dev.path}: last row records epsilon {rec_value:.6g} but its rows' parameters give "
                    f"{dev.epsilon:.6g} (edited?)")
+    else:  # every earlier row too: its ε must be the accountant's ε of the rows up to it
+        orders = dev.orders or DEFAULT_ORDERS
+        for i, rec_i in enumerate(dev.recorded[:-1]):
+            want = epsilon_from_history(dev.history[:i + 1], delta=dev.delta, orders=orders)
+            if rec_i is None or not _close(rec_i, want):
+                out.append(f"{dev.path}: row {i + 1} records epsilon {rec_i!r} but the rows up to it give "
+                           f"{want:.6g} (edited?)")
+                break
     if claim.delta is not None and not _close(dev.delta, claim.delta):
         out.append(f"{dev.path}: delta {dev.delta:g} differs from the claimed delta {claim.delta:g}")
     if claim.unit is not None and dev.unit != claim.unit:

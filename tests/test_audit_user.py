@@ -32,7 +32,10 @@ def _run(root: Path, mode: str) -> Path:
     cfg = tiny_config(csv, privacy={"mode": mode, "user-noise-multiplier": Z, "user-clip": CLIP,
                                     "user-target-epsilon": 50, "reproducible-noise": False},
                       federated={"clients-per-round": 10, "num-server-rounds": ROUNDS, "min-train-nodes": MTN})
-    simulate(cfg, root / "run", progress=False, resume=False)
+    secret = root / "run" / "server" / "sampler_secret.bin"  # a fixed sampler secret: the same devices every run
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_bytes(bytes(range(32)))
+    simulate(cfg, root / "run", progress=False)
     return root / "run"
 
 
