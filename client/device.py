@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from client.store import EXAMPLE_MODES, PRIVACY_UNIT, DeviceStore
-from client.user_dp import noisy_delta, user_level
+from client.user_dp import noisy_delta
 from shared_models.config import Config
 from shared_models.dp_training import LocalTrainResult, sample_rate_for, train_local, train_local_dp
 from shared_models.evaluation import rank_targets
@@ -126,7 +126,7 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
     seed = fed.seed * 7919 + round_id * 104729 + _stable_hash(data.device_id)
     torch.manual_seed(seed)  # dropout masks: reproducible per (run seed, round, device), also after a resume
     ledger = None
-    if user_level(cfg) and round_id in store.contributed_rounds():  # a resumed run re-asks a released round
+    if priv.user_level and round_id in store.contributed_rounds():  # a resumed run re-asks a released round
         return TrainOutcome(refused=True, reason=f"already contributed to round {round_id}: a second noisy delta for "
                             "the same round could be differenced against the first")
     noise_seed = seed if priv.reproducible_noise or priv.mode == "none" else store.noise_seed(round_id)
@@ -156,7 +156,7 @@ def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, 
     params = dict(prep.model.named_parameters())
     prep.store.save_personal({k: v.cpu() for k, v in params.items() if k not in keys})
     shared = OrderedDict((k, params[k].detach().cpu().numpy().copy()) for k in keys)
-    if user_level(cfg):  # user-level DP: a clipped, noised delta with a fixed weight of 1 leaves the device
+    if cfg.privacy.user_level:  # user-level DP: a clipped, noised delta with a fixed weight of 1 leaves the device
         shared, metrics["delta_norm"] = noisy_delta(shared, prep.global_shared, cfg=cfg, noise_seed=prep.noise_seed)
         prep.store.record_contribution(round_id)  # before the update leaves the device
         return TrainOutcome(shared=shared, num_examples=1, metrics=metrics)

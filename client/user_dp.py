@@ -11,19 +11,15 @@ from collections import OrderedDict
 import numpy as np
 
 from client.secure import flatten, unflatten
-from shared_models.config import USER_MODES, Config
+from shared_models.config import Config
 from shared_models.privacy.user_level import privatize_delta
 
 USER_NOISE_STREAM = 2  # SeedSequence spawn key: independent of the example-level DP-SGD stream of the same seed
 
 
-def user_level(cfg: Config) -> bool:
-    return cfg.privacy.mode in USER_MODES
-
-
 def user_level_decoding(cfg: Config) -> dict:
     """Keyword arguments of ``client.secure.global_model`` for this config."""
-    return {"user_level": user_level(cfg), "server_lr": cfg.federated.server_lr,
+    return {"user_level": cfg.privacy.user_level, "server_lr": cfg.federated.server_lr,
             "denominator": cfg.federated.clients_per_round}
 
 

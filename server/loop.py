@@ -22,9 +22,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.aggregation import fedavg
-from shared_models.config import USER_MODES, Config
+from shared_models.config import Config
 from shared_models.metrics import summarize
-from shared_models.privacy.user_level import poisson_sample
+from shared_models.privacy.user_level import client_sample_rate, poisson_sample
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,10 @@ def sample_nodes(nodes: list[int], cfg: Config, rng: np.random.Generator) -> lis
     """Uniform without replacement (``clients_per_round``); Poisson at q = clients_per_round / N under
     user-level DP (the sampling scheme its accountant assumes; a round may then have any size, even 0)."""
     f = cfg.federated
-    if cfg.privacy.mode in USER_MODES:
+    if cfg.privacy.user_level:
         ordered = sorted(nodes)
-        return [ordered[i] for i in poisson_sample(len(ordered), sample_rate=min(1.0, f.clients_per_round /
-                                                                                  len(ordered)), rng=rng)]
+        q = client_sample_rate(clients_per_round=f.clients_per_round, num_devices=len(ordered))
+        return [ordered[i] for i in poisson_sample(len(ordered), sample_rate=q, rng=rng)]
     k = math.ceil(f.fraction_train * len(nodes)) if f.fraction_train > 0 else f.clients_per_round
     k = min(max(k, 1), len(nodes))
     return sorted(rng.choice(nodes, size=k, replace=False).tolist())

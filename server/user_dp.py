@@ -8,7 +8,6 @@ server only decides who is asked, keeps the sum, and accounts: q = clients_per_r
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from pathlib import Path
@@ -18,17 +17,13 @@ import numpy as np
 from server.aggregation import sum_updates
 from server.loop import PlainFedAvg
 from shared_models.atomic_io import atomic_write_bytes
-from shared_models.config import USER_MODES, Config, ConfigError
+from shared_models.config import Config, ConfigError
 from shared_models.privacy import PrivacyLedger
 from shared_models.privacy.user_level import apply_noisy_sum, client_sample_rate, max_participants
 
 USER_LEDGER = Path("server") / "user_ledger.json"  # under RUN_DIR (the server's own state)
 SAMPLER_SECRET = Path("server") / "sampler_secret.bin"
 SECRET_BYTES = 32
-
-
-def is_user_level(cfg: Config) -> bool:
-    return cfg.privacy.mode in USER_MODES
 
 
 def sample_rate(cfg: Config, num_devices: int) -> float:
@@ -108,16 +103,11 @@ class UserAccountant:
         return len(self.ledger.rounds)
 
 
-def sigma_total_lower_bound(cfg: Config, contributors: int) -> float:
-    """Noise multiplier of the sum when ``contributors`` honest devices add their share (>= the claim)."""
-    return cfg.privacy.user_noise_multiplier * math.sqrt(contributors / cfg.federated.min_train_nodes)
-
-
 def sampler_seed(cfg: Config, run_dir: Path) -> int | None:
     """Seed of Poisson client sampling under user-level DP: a server secret (32 bytes from os.urandom, 0600,
     kept so a resumed run replays the same samples). None (the public ``federated.seed``) otherwise, and
     with ``privacy.reproducible_noise`` (tests: runs repeat bit for bit, and the audit FAILS such runs)."""
-    if not is_user_level(cfg) or cfg.privacy.reproducible_noise:
+    if not cfg.privacy.user_level or cfg.privacy.reproducible_noise:
         return None
     path = Path(run_dir) / SAMPLER_SECRET
     if not path.is_file():

@@ -110,6 +110,11 @@ class PrivacyConfig:
     user_noise_multiplier: float = 1.0
     user_target_epsilon: float = 8.0  # the server stops before a round that would pass this user-level epsilon
 
+    @property
+    def user_level(self) -> bool:
+        """Device-level DP of the shared model (modes user and example+user)."""
+        return self.mode in USER_MODES
+
 
 @dataclass
 class HESection:
@@ -184,7 +189,7 @@ class Config:
             _check(f.cohort_size >= 1, "federated.cohort_size", ">= 1", f.cohort_size)
         _check(f.device in ("cpu", "cuda", "auto"), "federated.device", "cpu | cuda | auto", f.device)
         _check(p.mode in PRIVACY_MODES, "privacy.mode", f"one of {PRIVACY_MODES}", p.mode)
-        if p.mode in USER_MODES:
+        if p.user_level:
             self._validate_user_level()
         if p.mode != "none":
             _check(p.noise_multiplier > 0, "privacy.noise_multiplier", "> 0", p.noise_multiplier)

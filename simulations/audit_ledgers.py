@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared_models.config import USER_MODES
 from shared_models.privacy import DEFAULT_ORDERS, LedgerError, PrivacyLedger, epsilon_from_history
 
 EPS_MATCH_REL = 1e-6
@@ -36,7 +37,6 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-USER_MODES = ("user", "example+user")
 
 
 @dataclass(frozen=True)

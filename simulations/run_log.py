@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from server.loop import RoundStats
 from server.round_log import RoundLog, aggregate_sha256, code_version, config_hash
 from shared_models.atomic_io import atomic_write_bytes
-from shared_models.config import USER_MODES, Config
+from shared_models.config import Config
 from shared_models.crypto import generate_signing_key, load_private_key, save_private_key, save_public_key
 
 LOG_NAME = "round_log.jsonl"
@@ -60,7 +60,7 @@ def noise_record(cfg: Config) -> dict[str, Any]:
     p = cfg.privacy
     out: dict[str, Any] = {"mode": p.mode, "noise_multiplier": float(p.noise_multiplier),
                            "max_grad_norm": float(p.max_grad_norm)}
-    if p.mode in USER_MODES:  # what the devices were told to add before encrypting
+    if p.user_level:  # what the devices were told to add before encrypting
         out.update(user_noise_multiplier=float(p.user_noise_multiplier), user_clip=float(p.user_clip),
                    min_train_nodes=int(cfg.federated.min_train_nodes), sampling="poisson",
                    clients_per_round=int(cfg.federated.clients_per_round))

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, run_rounds, write_json
 from server.user_dp import (PlainDPFedAvg, UserAccountant, check_population, check_running_sum_capacity,
-                            is_user_level, sample_rate, sampler_seed)
+                            sample_rate, sampler_seed)
 from shared_models.config import Config
 from simulations.devices import initial_shared, population
 from simulations.checkpoint import load_checkpoint, same_config, save_checkpoint, trim_history
@@ -86,7 +86,7 @@ def prepare_keys(cfg: Config, pop, run_dir: Path) -> str:
 def make_strategy(cfg: Config, pop, keys_dir: str):
     """PlainFedAvg (server holds the weights) or SecureAggregation (server holds only an encrypted sum)."""
     template = initial_shared(cfg, pop.num_items, pop.text)  # public architecture: shapes only under HE
-    user = is_user_level(cfg)
+    user = cfg.privacy.user_level
     if user:
         sample_rate(cfg, len(pop.devices))  # clients_per_round <= N (ConfigError otherwise)
         check_running_sum_capacity(cfg, len(pop.devices))
@@ -134,7 +134,7 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
         log.info("resuming after round %d (checkpoint in %s)", done, run_dir / "checkpoint")
 
     round_log = open_round_log(run_dir, server_signing_key(run_dir, keys_dir), last_round=done)
-    accountant = UserAccountant(cfg, run_dir, len(pop.devices)) if is_user_level(cfg) else None
+    accountant = UserAccountant(cfg, run_dir, len(pop.devices)) if cfg.privacy.user_level else None
     if accountant is not None:
         check_population(len(transport.node_ids()), len(pop.devices))
 
