@@ -33,6 +33,7 @@ def main(grid: Grid, context: Context) -> None:
         cfg, run_dir, progress = JOB["cfg"], Path(JOB["run_dir"]), JOB.get("progress", True)
         expected = JOB["expected_nodes"]
         token = JOB.get("token")
+        in_flight = int(JOB.get("max_in_flight", 0))
         alive = lambda: JOB.get("token") is token  # noqa: E731 -- False once that simulation has ended
     else:
         alive = None
@@ -40,10 +41,12 @@ def main(grid: Grid, context: Context) -> None:
         run_dir = Path(str(context.run_config.get("run-dir", DEFAULT_RUN_DIR))).resolve()
         progress = False
         expected = cfg.federated.expected_nodes or len(population(cfg).devices)
+        in_flight = cfg.federated.max_in_flight
     run_dir.mkdir(parents=True, exist_ok=True)
     keys_dir = prepare_keys(cfg, population(cfg), run_dir)
     transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S,
-                              keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s, alive=alive)
+                              keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s, alive=alive,
+                              max_in_flight=in_flight)
     result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
     JOB["result"] = result
     log.info("metrics written to %s", run_dir / "metrics.json")

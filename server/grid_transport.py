@@ -16,18 +16,28 @@ from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_CONFIG_JSON,
                                     METRICS, UPDATE, bytes_array, config_to_json)
 
 log = logging.getLogger(__name__)
-POLL_S = 0.5
+POLL_S = 0.5  # waiting for nodes to register
+PULL_S = 0.02  # polling for replies while messages are in flight
 
 
 class GridTransport:
     """Node index i is the i-th registered node id in sorted order (node ids are opaque uint64)."""
 
     def __init__(self, grid, cfg: Config, run_dir: str, *, expected_nodes: int, timeout_s: float | None,
-                 keys_dir: str = "", node_wait_s: float = 120.0, alive: Callable[[], bool] | None = None) -> None:
+                 keys_dir: str = "", node_wait_s: float = 120.0, alive: Callable[[], bool] | None = None,
+                 max_in_flight: int = 0) -> None:
         """``alive``: False once the job this loop serves is gone (an in-process simulation whose engine
-        crashed): the loop then stops instead of running rounds nobody answers into the run directory."""
+        crashed): the loop then stops instead of running rounds nobody answers into the run directory.
+
+        ``max_in_flight``: messages outstanding at once (0 = all of a round at once, right for real devices,
+        which run in parallel). Flower's simulation engine scans every undelivered message for every node
+        ten times a second (quadratic in the messages outstanding), and each message holds its own copy of
+        the global state, so an in-process simulation keeps only a few per concurrent device in flight."""
+        if max_in_flight < 0:
+            raise ValueError(f"max_in_flight must be >= 0, got {max_in_flight}")
         self.grid, self.cfg, self.run_dir, self.keys_dir = grid, cfg, str(run_dir), keys_dir
         self.alive = alive
+        self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
         self._config_json = config_to_json(cfg)
         self._ids = self._wait_for_nodes(expected_nodes, node_wait_s)
@@ -52,15 +62,32 @@ class GridTransport:
         return list(range(len(self._ids)))
 
     def _send(self, nodes: list[int], content_fn, message_type: str) -> dict[int, Message]:
+        """Replies by node index; nodes that do not answer before ``timeout_s`` are missing."""
         if self.alive is not None and not self.alive():
             raise RuntimeError(f"the simulation job of {self.run_dir} has ended (engine crashed or stopped): "
                                "stopping this server loop")
-        msgs = [Message(content_fn(), dst_node_id=self._ids[n], message_type=message_type) for n in nodes]
-        sent = {}
-        replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout_s))
-        for m, n in zip(msgs, nodes):
-            sent[m.metadata.message_id] = n
-        return {sent[r.metadata.reply_to_message_id]: r for r in replies if r.metadata.reply_to_message_id in sent}
+        window = self.max_in_flight or len(nodes)
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        pending, in_flight, replies = list(reversed(nodes)), {}, {}
+        while pending or in_flight:
+            batch = []
+            while pending and len(in_flight) + len(batch) < window:
+                n = pending.pop()
+                batch.append((n, Message(content_fn(), dst_node_id=self._ids[n], message_type=message_type)))
+            if batch:
+                pushed = {str(i) for i in self.grid.push_messages([m for _, m in batch]) if i}
+                for n, m in batch:  # a message the link refused gets no reply: that node counts as dropped
+                    if str(m.metadata.message_id) in pushed:
+                        in_flight[str(m.metadata.message_id)] = n
+            for r in self.grid.pull_messages(list(in_flight)):
+                n = in_flight.pop(str(r.metadata.reply_to_message_id), None)
+                if n is not None:
+                    replies[n] = r
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            if in_flight:
+                time.sleep(PULL_S)
+        return replies
 
     def _content(self, round_id: int, received, stage: str = "") -> RecordDict:
         """Plaintext: the global arrays. HE: the encrypted global sum as raw bytes (absent in round 1)."""

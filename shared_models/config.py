@@ -86,6 +86,10 @@ class FederatedConfig:
     ray_address: str = ""  # existing Ray cluster address ("" = start a local one)
     expected_nodes: int = 0  # nodes the ServerApp waits for (0 = one per user of data.dataset)
     node_wait_s: float = 120.0  # how long the ServerApp waits for them to register
+    # messages the server keeps outstanding at once; 0 = automatic: 4 per concurrent simulated device in an
+    # in-process Flower simulation (its in-memory link scans every pending message for every node 10x a
+    # second), all of a round at once otherwise (real devices run in parallel)
+    max_in_flight: int = 0
     device: str = "cpu"  # torch device on simulated devices: cpu | cuda | auto
     server_lr: float = 1.0  # user-level DP only: global = initial + server_lr * sum(noisy deltas) / clients_per_round
 
@@ -177,6 +181,7 @@ class Config:
         f, p = self.federated, self.privacy
         for key in ("num_server_rounds", "clients_per_round", "local_epochs", "batch_size", "min_train_nodes"):
             _check(getattr(f, key) >= 1, f"federated.{key}", ">= 1", getattr(f, key))
+        _check(f.max_in_flight >= 0, "federated.max_in_flight", ">= 0 (0 = automatic)", f.max_in_flight)
         _check(0.0 <= f.fraction_train <= 1.0, "federated.fraction_train", "in [0, 1]", f.fraction_train)
         _check(f.lr > 0, "federated.lr", "> 0", f.lr)
         _check(f.eval_every >= 0, "federated.eval_every", ">= 0", f.eval_every)

@@ -28,6 +28,21 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     return {"client_resources": {"num_cpus": f.num_cpus, "num_gpus": f.num_gpus}, "init_args": init_args}
 
 
+IN_FLIGHT_PER_DEVICE = 4  # messages queued per concurrently running simulated device (federated.max-in-flight = 0)
+REMOTE_IN_FLIGHT = 256  # on an existing Ray cluster (federated.ray-address) whose size this process does not know
+
+
+def max_in_flight(cfg: Config) -> int:
+    """Messages the ServerApp keeps outstanding: the config's value, else a few per concurrent device."""
+    f = cfg.federated
+    if f.max_in_flight:
+        return f.max_in_flight
+    if f.ray_address:
+        return REMOTE_IN_FLIGHT
+    concurrent = max(1, int((os.cpu_count() or 1) // max(f.num_cpus, 1e-9)))
+    return IN_FLIGHT_PER_DEVICE * concurrent
+
+
 def run_flower_simulation(cfg: Config, run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -42,6 +57,7 @@ def run_flower_simulation(cfg: Config, run_dir: Path, *, progress: bool = True) 
     logging.getLogger("flwr").setLevel(logging.ERROR)
     num_devices = len(population(cfg).devices)
     server_module.JOB.update(cfg=cfg, run_dir=run_dir, progress=progress, expected_nodes=num_devices, result=None,
+                             max_in_flight=max_in_flight(cfg),
                              token=object())  # the ServerApp thread stops once JOB no longer holds its token
     try:
         run_simulation(server_app=server_module.app, client_app=client_app, num_supernodes=num_devices,
