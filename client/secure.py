@@ -19,7 +19,8 @@ from shared_models.crypto import (DeviceKeys, decrypt_average, encrypt_update, l
                                   sign_update)
 from shared_models.privacy.user_level import apply_noisy_sum
 
-KEYS_CACHE = 64  # device key sets kept per process (a Ray actor hosts many simulated devices)
+KEYS_CACHE = 1024  # device key sets kept per process (a Ray actor hosts many simulated devices; they share
+# one parsed CKKS context, so a set is a few small key objects)
 
 
 @functools.lru_cache(maxsize=KEYS_CACHE)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.aggregation import fedavg
+from server.optimizers import ServerOptimizer
 from shared_models.config import Config
 from shared_models.metrics import summarize
 from shared_models.privacy.user_level import client_sample_rate, poisson_sample
@@ -47,8 +48,9 @@ class TrainReply:
 class PlainFedAvg:
     """Plaintext FedAvg: the server holds the global shared weights (``he.enabled = false``)."""
 
-    def __init__(self, shared: dict[str, np.ndarray]) -> None:
+    def __init__(self, shared: dict[str, np.ndarray], optimizer: ServerOptimizer | None = None) -> None:
         self.shared = shared
+        self.optimizer = optimizer or ServerOptimizer(lr=1.0)  # plain FedAvg: the average is the new model
         self._accepted: list[TrainReply] = []
         self.aggregate_s = 0.0
         self.round_aggregate_s = 0.0
@@ -73,7 +75,8 @@ class PlainFedAvg:
         if len(self._accepted) < min_train_nodes:
             return False
         t0 = time.perf_counter()
-        self.shared = fedavg([a.shared for a in self._accepted], [a.num_examples for a in self._accepted])
+        average = fedavg([a.shared for a in self._accepted], [a.num_examples for a in self._accepted])
+        self.shared = self.optimizer.step(self.shared, average)
         self.round_aggregate_s = time.perf_counter() - t0
         self.aggregate_s += self.round_aggregate_s
         return True

@@ -19,6 +19,7 @@ from typing import Any
 MODEL_KINDS = ("pop", "long", "short", "long-short")
 PRIVACY_MODES = ("none", "example", "user", "example+user")
 USER_MODES = ("user", "example+user")  # device-level DP of the shared model (distributed noise)
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # server/optimizers.py
 
 
 class ConfigError(ValueError):
@@ -91,7 +92,15 @@ class FederatedConfig:
     # second), all of a round at once otherwise (real devices run in parallel)
     max_in_flight: int = 0
     device: str = "cpu"  # torch device on simulated devices: cpu | cuda | auto
-    server_lr: float = 1.0  # user-level DP only: global = initial + server_lr * sum(noisy deltas) / clients_per_round
+    # user-level DP: global = initial + server_lr * sum(noisy deltas) / clients_per_round; with server_optimizer
+    # fedavgm | fedadam: the server optimizer's step size (server/optimizers.py); unused by plain fedavg
+    server_lr: float = 1.0
+    # fedavg | fedavgm | fedadam: what the plaintext server does with the round's average (he.enabled = false,
+    # privacy.mode none | example: a blind server never holds the model)
+    server_optimizer: str = "fedavg"
+    server_momentum: float = 0.9  # fedavgm momentum / fedadam beta1
+    server_beta2: float = 0.99  # fedadam
+    server_tau: float = 1e-3  # fedadam adaptivity (added to sqrt(v))
 
 
 @dataclass
@@ -181,6 +190,16 @@ class Config:
         f, p = self.federated, self.privacy
         for key in ("num_server_rounds", "clients_per_round", "local_epochs", "batch_size", "min_train_nodes"):
             _check(getattr(f, key) >= 1, f"federated.{key}", ">= 1", getattr(f, key))
+        _check(f.server_optimizer in SERVER_OPTIMIZERS, "federated.server_optimizer", " | ".join(SERVER_OPTIMIZERS),
+               f.server_optimizer)
+        if f.server_optimizer != "fedavg":
+            _check(not self.he.enabled, "federated.server_optimizer",
+                   "'fedavg' with he.enabled = true (the server never holds the model)", f.server_optimizer)
+            _check(not p.user_level, "federated.server_optimizer",
+                   "'fedavg' with user-level DP (its decoding is fixed: use federated.server_lr)", f.server_optimizer)
+        _check(0 <= f.server_momentum < 1, "federated.server_momentum", "in [0, 1)", f.server_momentum)
+        _check(0 <= f.server_beta2 < 1, "federated.server_beta2", "in [0, 1)", f.server_beta2)
+        _check(f.server_tau > 0, "federated.server_tau", "> 0", f.server_tau)
         _check(f.max_in_flight >= 0, "federated.max_in_flight", ">= 0 (0 = automatic)", f.max_in_flight)
         _check(0.0 <= f.fraction_train <= 1.0, "federated.fraction_train", "in [0, 1]", f.fraction_train)
         _check(f.lr > 0, "federated.lr", "> 0", f.lr)

@@ -48,6 +48,9 @@ def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: di
         buf = io.BytesIO()
         np.savez(buf, **strategy.shared)
         atomic_write_bytes(d / "global.npz", buf.getvalue())
+        buf = io.BytesIO()
+        np.savez(buf, **strategy.optimizer.state())  # server optimizer moments (empty for plain FedAvg)
+        atomic_write_bytes(d / "server_optimizer.npz", buf.getvalue())
     else:
         if strategy.latest is not None:
             atomic_write_bytes(d / "global.ckks", strategy.latest)
@@ -69,6 +72,10 @@ def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any]) -> tuple[in
     if isinstance(strategy, PlainFedAvg):
         with np.load(_dir(run_dir) / "global.npz") as z:
             strategy.shared = {k: z[k] for k in strategy.shared}
+        opt_path = _dir(run_dir) / "server_optimizer.npz"
+        if opt_path.is_file():
+            with np.load(opt_path) as z:
+                strategy.optimizer.load({k: z[k] for k in z.files})
     else:
         server = state["server"]
         strategy.latest = (_dir(run_dir) / "global.ckks").read_bytes() if server["has_sum"] else None

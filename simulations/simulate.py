@@ -14,6 +14,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, run_rounds, write_json
+from server.optimizers import make_server_optimizer
 from server.user_dp import (PlainDPFedAvg, UserAccountant, check_population, check_running_sum_capacity,
                             sample_rate, sampler_seed)
 from shared_models.config import Config
@@ -94,7 +95,10 @@ def make_strategy(cfg: Config, pop, keys_dir: str):
         if user:
             return PlainDPFedAvg(template, server_lr=cfg.federated.server_lr,
                                  denominator=cfg.federated.clients_per_round)
-        return PlainFedAvg(template)
+        f = cfg.federated
+        return PlainFedAvg(template, make_server_optimizer(f.server_optimizer, lr=f.server_lr,
+                                                           momentum=f.server_momentum, beta2=f.server_beta2,
+                                                           tau=f.server_tau))
     from server.secure import SecureAggregation
     from shared_models.crypto import load_server_keys
 

@@ -83,3 +83,17 @@ def test_loaders_round_trip(layout) -> None:
     assert abs(total - 300) < 1e-4
     with pytest.raises(KeyError):
         load_device_keys(layout.root, "nobody")
+
+
+def test_devices_of_one_key_set_share_one_parsed_context_but_each_must_unseal_its_own(layout) -> None:
+    a, b = load_device_keys(layout.root, "dev-a"), load_device_keys(layout.root, "dev-b")
+    assert a.context is b.context and a.context_fingerprint == b.context_fingerprint  # parsed once per process
+    assert a.signing_key.public_key().public_bytes_raw() != b.signing_key.public_key().public_bytes_raw()
+    sealed = layout.device_dir("dev-b") / "ckks_secret.sealed"
+    original = sealed.read_bytes()
+    try:  # the cache never stands in for unsealing: a device whose sealed copy is broken gets no context
+        sealed.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(Exception):
+            load_device_keys(layout.root, "dev-b")
+    finally:
+        sealed.write_bytes(original)
