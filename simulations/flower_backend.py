@@ -14,6 +14,7 @@ from typing import Any
 
 from shared_models.config import Config
 from simulations.devices import population
+from simulations.vce_dispatch import faster_dispatch
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ def run_flower_simulation(cfg: Config, run_dir: Path, *, progress: bool = True) 
                              max_in_flight=max_in_flight(cfg),
                              token=object())  # the ServerApp thread stops once JOB no longer holds its token
     try:
-        run_simulation(server_app=server_module.app, client_app=client_app, num_supernodes=num_devices,
-                       backend_name="ray", backend_config=backend_config(cfg), verbose_logging=False)
+        with faster_dispatch():  # one scan per dispatch cycle instead of one per node (simulations/vce_dispatch.py)
+            run_simulation(server_app=server_module.app, client_app=client_app, num_supernodes=num_devices,
+                           backend_name="ray", backend_config=backend_config(cfg), verbose_logging=False)
         result = server_module.JOB.get("result")
         if result is None:
             raise RuntimeError(f"the ServerApp did not finish: see the log above (run dir {run_dir})")
