@@ -17,8 +17,9 @@ from flwr.clientapp import ClientApp
 
 from client.round import evaluate_round, train_round
 from client.store import DeviceStore
-from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_CONFIG_JSON, KEY_DEVICE_ID, KEY_KEYS_DIR,
-                                    KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE, KEY_SIGNED_ROUND, KEY_STAGE,
+from shared_models.broadcast import fetch, fetch_arrays
+from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_BROADCAST, KEY_BROADCAST_DIR, KEY_CONFIG_JSON,
+                                    KEY_DEVICE_ID, KEY_KEYS_DIR, KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE, KEY_SIGNED_ROUND, KEY_STAGE,
                                     METRICS, UPDATE, bytes_array, config_from_json)
 from simulations.devices import device_state_dir, population
 
@@ -33,7 +34,10 @@ def _setup(msg: Message, context: Context):
     conf = msg.content[CONFIG]
     cfg = config_from_json(str(conf[KEY_CONFIG_JSON]))
     arrays = msg.content[ARRAYS]
-    if cfg.he.enabled:
+    if conf.get(KEY_BROADCAST):  # in-process simulation: the state was published once, by digest
+        where, digest = str(conf[KEY_BROADCAST_DIR]), str(conf[KEY_BROADCAST])
+        received = fetch(where, digest) if cfg.he.enabled else fetch_arrays(where, digest)
+    elif cfg.he.enabled:
         received = bytes(arrays[GLOBAL_SUM].data) if GLOBAL_SUM in arrays else None
     else:
         received = {k: a.numpy() for k, a in arrays.items()}

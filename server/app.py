@@ -34,6 +34,7 @@ def main(grid: Grid, context: Context) -> None:
         expected = JOB["expected_nodes"]
         token = JOB.get("token")
         in_flight = int(JOB.get("max_in_flight", 0))
+        broadcast = str(run_dir / "broadcast")  # devices share this disk: publish the state once a round
         alive = lambda: JOB.get("token") is token  # noqa: E731 -- False once that simulation has ended
     else:
         alive = None
@@ -42,11 +43,12 @@ def main(grid: Grid, context: Context) -> None:
         progress = False
         expected = cfg.federated.expected_nodes or len(population(cfg).devices)
         in_flight = cfg.federated.max_in_flight
+        broadcast = ""  # `flwr run`: devices may be anywhere, the state travels in the messages
     run_dir.mkdir(parents=True, exist_ok=True)
     keys_dir = prepare_keys(cfg, population(cfg), run_dir)
     transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S,
                               keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s, alive=alive,
-                              max_in_flight=in_flight)
+                              max_in_flight=in_flight, broadcast_dir=broadcast)
     result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
     JOB["result"] = result
     log.info("metrics written to %s", run_dir / "metrics.json")

@@ -10,9 +10,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from server.loop import TrainReply
+from shared_models.broadcast import encode_state, publish
 from shared_models.config import Config
-from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_CONFIG_JSON, KEY_DEVICE_ID, KEY_KEYS_DIR,
-                                    KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE, KEY_SIGNED_ROUND, KEY_STAGE,
+from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_BROADCAST, KEY_BROADCAST_DIR, KEY_CONFIG_JSON,
+                                    KEY_DEVICE_ID, KEY_KEYS_DIR, KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE, KEY_SIGNED_ROUND, KEY_STAGE,
                                     METRICS, UPDATE, bytes_array, config_to_json)
 
 log = logging.getLogger(__name__)
@@ -25,19 +26,24 @@ class GridTransport:
 
     def __init__(self, grid, cfg: Config, run_dir: str, *, expected_nodes: int, timeout_s: float | None,
                  keys_dir: str = "", node_wait_s: float = 120.0, alive: Callable[[], bool] | None = None,
-                 max_in_flight: int = 0) -> None:
+                 max_in_flight: int = 0, broadcast_dir: str = "") -> None:
         """``alive``: False once the job this loop serves is gone (an in-process simulation whose engine
         crashed): the loop then stops instead of running rounds nobody answers into the run directory.
 
         ``max_in_flight``: messages outstanding at once (0 = all of a round at once, right for real devices,
         which run in parallel). Flower's simulation engine scans every undelivered message for every node
         ten times a second (quadratic in the messages outstanding), and each message holds its own copy of
-        the global state, so an in-process simulation keeps only a few per concurrent device in flight."""
+        the global state, so an in-process simulation keeps only a few per concurrent device in flight.
+
+        ``broadcast_dir``: publish each round's global state there once (``shared_models/broadcast.py``) and
+        send its SHA-256 instead of the bytes; only where every device shares this disk (in-process
+        simulations). Empty: the state travels in every message (deployment)."""
         if max_in_flight < 0:
             raise ValueError(f"max_in_flight must be >= 0, got {max_in_flight}")
         self.grid, self.cfg, self.run_dir, self.keys_dir = grid, cfg, str(run_dir), keys_dir
         self.alive = alive
         self.max_in_flight = max_in_flight
+        self.broadcast_dir = broadcast_dir
         self.timeout_s = timeout_s
         self._config_json = config_to_json(cfg)
         self._ids = self._wait_for_nodes(expected_nodes, node_wait_s)
@@ -89,18 +95,26 @@ class GridTransport:
                 time.sleep(PULL_S)
         return replies
 
-    def _content(self, round_id: int, received, stage: str = "") -> RecordDict:
-        """Plaintext: the global arrays. HE: the encrypted global sum as raw bytes (absent in round 1)."""
-        if isinstance(received, dict):
-            arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in received.items()})
-        else:
-            arrays = ArrayRecord({GLOBAL_SUM: bytes_array(received)} if received else {})
-        cfg = ConfigRecord({KEY_ROUND: round_id, KEY_STAGE: stage, KEY_CONFIG_JSON: self._config_json,
-                            KEY_RUN_DIR: self.run_dir, KEY_KEYS_DIR: self.keys_dir})
-        return RecordDict({ARRAYS: arrays, CONFIG: cfg})
+    def _content_fn(self, round_id: int, received, stage: str = ""):
+        """A builder of one message's content. Plaintext: the global arrays; HE: the encrypted global sum as raw
+        bytes (absent in round 1); with ``broadcast_dir``: the digest of the state published there."""
+        conf = {KEY_ROUND: round_id, KEY_STAGE: stage, KEY_CONFIG_JSON: self._config_json,
+                KEY_RUN_DIR: self.run_dir, KEY_KEYS_DIR: self.keys_dir}
+        if self.broadcast_dir and (isinstance(received, dict) or received):
+            conf.update({KEY_BROADCAST: publish(self.broadcast_dir, encode_state(received)),
+                         KEY_BROADCAST_DIR: self.broadcast_dir})
+            return lambda: RecordDict({ARRAYS: ArrayRecord({}), CONFIG: ConfigRecord(dict(conf))})
+
+        def content() -> RecordDict:
+            if isinstance(received, dict):
+                arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in received.items()})
+            else:
+                arrays = ArrayRecord({GLOBAL_SUM: bytes_array(received)} if received else {})
+            return RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(dict(conf))})
+        return content
 
     def train(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray]) -> list[TrainReply]:
-        replies = self._send(nodes, lambda: self._content(round_id, shared), MessageType.TRAIN)
+        replies = self._send(nodes, self._content_fn(round_id, shared), MessageType.TRAIN)
         out = []
         for n in nodes:
             msg = replies.get(n)
@@ -113,7 +127,7 @@ class GridTransport:
         return out
 
     def evaluate(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray], stage: str) -> dict[int, int]:
-        replies = self._send(nodes, lambda: self._content(round_id, shared, stage), MessageType.EVALUATE)
+        replies = self._send(nodes, self._content_fn(round_id, shared, stage), MessageType.EVALUATE)
         ranks = {}
         for n, msg in replies.items():
             if msg.has_error():

@@ -24,6 +24,8 @@ KEY_KEYS_DIR = "keys-dir"
 KEY_DEVICE_ID = "device-id"
 KEY_SIGNATURE = "signature"
 KEY_SIGNED_ROUND = "signed-round"
+KEY_BROADCAST = "broadcast"  # SHA-256 of the round's published global state (in-process simulations)
+KEY_BROADCAST_DIR = "broadcast-dir"  # where it was published
 GLOBAL_SUM = "global-sum"  # ArrayRecord key of the encrypted global sum (raw bytes)
 UPDATE = "update"  # ArrayRecord key of a device's encrypted update (raw bytes)
 

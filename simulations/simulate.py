@@ -107,7 +107,7 @@ def make_strategy(cfg: Config, pop, keys_dir: str):
 
 
 RUN_ARTEFACTS = ("devices", "checkpoint", "history.csv", "metrics.json", "global_shared.npz", "global_sum.ckks",
-                 "server", "round_log.jsonl")
+                 "server", "round_log.jsonl", "broadcast")
 
 
 def fresh_start(run_dir: Path, cfg: Config) -> None:

@@ -58,3 +58,7 @@ def test_flower_ray_simulation_with_he_writes_the_contract_with_true_epsilon(tmp
     assert he["enabled"] and he["rejected_updates"] == 0 and he["params_per_update"] > 0
     assert 0 < he["bytes_per_param"] < 20 and he["encrypt_s"] > 0 and he["decrypt_s"] > 0
     assert (run / "keys" / "server" / "ckks_public.tenseal").exists() and not (run / "global_shared.npz").exists()
+    # the encrypted sum reached devices by reference: published once, named by its digest, equal to the final sum
+    published = list((run / "broadcast").glob("*.bin"))
+    final_sum = (run / "global_sum.ckks").read_bytes()
+    assert 1 <= len(published) <= 2 and any(p.read_bytes() == final_sum for p in published)
