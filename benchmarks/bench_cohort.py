@@ -111,17 +111,21 @@ def run_per_device(args, model, global_w, windows) -> tuple[float, list[dict[str
 
 
 def run_cohort(args, model, global_w, windows, size: int) -> tuple[float, list[CohortDeviceResult]]:
-    out: list[CohortDeviceResult] = []
+    """Cohorts of devices with similar window counts (as the cohort transport forms them); results in device order."""
+    out: dict[int, CohortDeviceResult] = {}
+    order = sorted(range(args.devices), key=lambda k: len(windows[k]))
     t0 = time.perf_counter()
     for start in range(0, args.devices, size):
-        chunk = windows[start:start + size]
+        ids = order[start:start + size]
+        chunk = [windows[k] for k in ids]
         stacked = {n: p.to(args.device).expand(len(chunk), *p.shape) for n, p in global_w.items()}  # (K, ...)
-        out += train_cohort_dp(model, stacked, chunk, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                               noise_multiplier=args.sigma, max_grad_norm=args.clip,
-                               seeds=[args.seed + start + k for k in range(len(chunk))], optimizer=args.optimizer,
-                               exact_rng=args.rng == "exact", device=args.device)
+        res = train_cohort_dp(model, stacked, chunk, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                              noise_multiplier=args.sigma, max_grad_norm=args.clip,
+                              seeds=[args.seed + k for k in ids], optimizer=args.optimizer,
+                              exact_rng=args.rng == "exact", device=args.device)
+        out.update(zip(ids, res))
     _sync(args.device)
-    return time.perf_counter() - t0, out
+    return time.perf_counter() - t0, [out[k] for k in range(args.devices)]
 
 
 def _sync(device: str) -> None:

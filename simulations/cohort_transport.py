@@ -33,11 +33,16 @@ class CohortTransport(InlineTransport):
         first = self.pop.devices[nodes[0]]
         weights, he_metrics = global_weights(self.cfg, received, num_items=first.num_items, text=self.pop.text,
                                              keys_dir=self.keys_dir, device_id=first.device_id)
-        replies: list[TrainReply] = []
+        # cohorts of devices with similar numbers of training interactions: a cohort pads every device to its
+        # largest batch, so mixing a 3-window device with a 15-window one wastes most of the former's compute.
+        # Each device's result does not depend on its cohort; replies keep the sampled order.
+        by_size = sorted(nodes, key=lambda n: len(self.pop.devices[n].train))
         size = self.cfg.federated.cohort_size
-        for start in range(0, len(nodes), size):
-            replies += self._train_cohort(round_id, nodes[start:start + size], weights, he_metrics)
-        return replies
+        replies: dict[int, TrainReply] = {}
+        for start in range(0, len(by_size), size):
+            for reply in self._train_cohort(round_id, by_size[start:start + size], weights, he_metrics):
+                replies[reply.node] = reply
+        return [replies[n] for n in nodes]
 
     def _train_cohort(self, round_id, nodes, weights, he_metrics) -> list[TrainReply]:
         outcomes: dict[int, TrainOutcome] = {}
