@@ -34,7 +34,7 @@ VARIANTS = {
                     "federated.server-lr=0.01", "federated.server-momentum=0.9", "federated.server-beta2=0.99"],
     # client SGD + server Adam, the pairing of Reddi et al. (local Adam restarts its moments every round)
     "fed-sgd-fedadam": ["privacy.mode=none", "he.enabled=false", "federated.optimizer=sgd", "federated.lr=0.5",
-                        "federated.server-optimizer=fedadam", "federated.server-lr=0.03",
+                        "federated.server-optimizer=fedadam", "federated.server-lr=0.01",
                         "federated.server-momentum=0.9", "federated.server-beta2=0.99"],
     "fed-dp": ["he.enabled=false"],
     "fed-dp-he": [],
