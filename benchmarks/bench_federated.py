@@ -36,6 +36,10 @@ VARIANTS = {
     "fed-sgd-fedadam": ["privacy.mode=none", "he.enabled=false", "federated.optimizer=sgd", "federated.lr=0.5",
                         "federated.server-optimizer=fedadam", "federated.server-lr=0.01",
                         "federated.server-momentum=0.9", "federated.server-beta2=0.99"],
+    "fed-sgd-fedadam-shared-short": ["privacy.mode=none", "he.enabled=false", "federated.optimizer=sgd",
+                                     "federated.lr=0.5", "federated.server-optimizer=fedadam",
+                                     "federated.server-lr=0.01", "federated.server-momentum=0.9",
+                                     "federated.server-beta2=0.99", "federated.personal-short-term=false"],
     "fed-dp": ["he.enabled=false"],
     "fed-dp-he": [],
 }
