@@ -19,8 +19,8 @@ from client.round import evaluate_round, train_round
 from client.store import DeviceStore
 from shared_models.broadcast import fetch, fetch_arrays
 from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_BROADCAST, KEY_BROADCAST_DIR, KEY_CONFIG_JSON,
-                                    KEY_DEVICE_ID, KEY_KEYS_DIR, KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE, KEY_SIGNED_ROUND, KEY_STAGE,
-                                    METRICS, UPDATE, bytes_array, config_from_json)
+                                    KEY_DEVICE_ID, KEY_KEYS_DIR, KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE,
+                                    KEY_SIGNED_ROUND, KEY_STAGE, METRICS, UPDATE, bytes_array, config_from_json)
 from simulations.devices import device_state_dir, population
 
 DEVICE_THREADS = 1

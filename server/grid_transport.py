@@ -13,8 +13,8 @@ from server.loop import TrainReply
 from shared_models.broadcast import encode_state, publish
 from shared_models.config import Config
 from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_BROADCAST, KEY_BROADCAST_DIR, KEY_CONFIG_JSON,
-                                    KEY_DEVICE_ID, KEY_KEYS_DIR, KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE, KEY_SIGNED_ROUND, KEY_STAGE,
-                                    METRICS, UPDATE, bytes_array, config_to_json)
+                                    KEY_DEVICE_ID, KEY_KEYS_DIR, KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE,
+                                    KEY_SIGNED_ROUND, KEY_STAGE, METRICS, UPDATE, bytes_array, config_to_json)
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # waiting for nodes to register

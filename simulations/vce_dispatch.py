@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterator
 from queue import Queue
 from typing import Any
 
@@ -25,22 +25,21 @@ log = logging.getLogger(__name__)
 CYCLE_S = 0.1  # Flower's own polling interval
 
 
-def nodes_with_pending(state: Any, nodes: Iterable[int]) -> list[int]:
+def nodes_with_pending(state: Any, nodes: Collection[int]) -> list[int]:
     """Nodes (of ``nodes``) with at least one undelivered message; all of them when the scan is impossible."""
-    nodes = list(nodes)
     store, lock = getattr(state, "message_ins_store", None), getattr(state, "lock", None)
     if not isinstance(store, dict) or lock is None:
-        return nodes
-    wanted = set(nodes)
+        return list(nodes)
     with lock:
         pending = {m.metadata.dst_node_id for m in list(store.values()) if m.metadata.delivered_at == ""}
-    return sorted(pending & wanted)
+    return sorted(n for n in pending if n in nodes)
 
 
 def dispatch_pending(state: Any, queue: Queue, nodes_mapping: dict, f_stop: threading.Event) -> None:
     """Drop-in for Flower's ``add_messages_to_queue``: same calls, only for nodes that have work."""
+    nodes = frozenset(nodes_mapping)  # fixed for the simulation: built once, not every cycle
     while not f_stop.is_set():
-        for node_id in nodes_with_pending(state, nodes_mapping.keys()):
+        for node_id in nodes_with_pending(state, nodes):
             for msg in state.get_message_ins(node_id=node_id, limit=1):
                 queue.put(msg)
         f_stop.wait(CYCLE_S)
