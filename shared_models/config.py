@@ -79,6 +79,10 @@ class FederatedConfig:
     personal_short_term: bool = True  # false federates the short-term encoder and gate too
     eval_every: int = 5  # evaluate on validation items every N rounds (0 = only at the end)
     eval_clients: int = 0  # devices evaluated per validation round (0 = all)
+    # true: test (and ship) the global state with the best validation NDCG@10 instead of the last one
+    # (federated early stopping, as the centralized baseline does; needs eval_every > 0; server/selection.py)
+    keep_best: bool = False
+    patience: int = 0  # with keep_best: stop after this many evaluations without improvement (0 = never)
     seed: int = 0
     backend: str = "ray"  # ray (Flower simulation engine) | inline (same process) | cohort (vectorized, DP only)
     cohort_size: int = 64  # devices trained as one batched computation with backend = cohort
@@ -204,6 +208,14 @@ class Config:
         _check(0.0 <= f.fraction_train <= 1.0, "federated.fraction_train", "in [0, 1]", f.fraction_train)
         _check(f.lr > 0, "federated.lr", "> 0", f.lr)
         _check(f.eval_every >= 0, "federated.eval_every", ">= 0", f.eval_every)
+        _check(f.patience >= 0, "federated.patience", ">= 0", f.patience)
+        if f.patience:
+            _check(f.keep_best, "federated.patience", "0 unless federated.keep_best = true", f.patience)
+        if f.keep_best:
+            _check(f.eval_every > 0, "federated.keep_best", "false with federated.eval_every = 0 (nothing to "
+                   "select on)", f.keep_best)
+            _check(not p.user_level, "federated.keep_best", "false with user-level DP (selecting on devices' "
+                   "validation items would spend privacy the accountant does not count)", f.keep_best)
         _check(f.optimizer in ("adam", "sgd"), "federated.optimizer", "adam | sgd", f.optimizer)
         _check(f.backend in ("ray", "inline", "cohort"), "federated.backend", "ray | inline | cohort", f.backend)
         if f.backend == "cohort":

@@ -2,7 +2,8 @@
 
 ``RUN_DIR/checkpoint/`` holds ``state.json`` (last completed round, per-round stats, server bookkeeping)
 and the global state: ``global.npz`` (plaintext FedAvg) or ``global.ckks`` (the encrypted sum; the server
-never has the model). Device states (personal weights, ledgers) are already persisted by the devices.
+never has the model), plus ``best.npz`` / ``best.ckks`` when ``federated.keep_best`` keeps the best one.
+Device states (personal weights, ledgers) are already persisted by the devices.
 A device asked to retrain a round its ledger already holds declines (``client.device``), so a resumed
 round never spends privacy twice.
 """
@@ -18,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from server.loop import PlainFedAvg, RoundStats
+from server.selection import ModelSelection
 from shared_models.atomic_io import atomic_write_bytes
 
 STATE = "state.json"
+BEST_PLAIN, BEST_SUM = "best.npz", "best.ckks"  # the best evaluated global state (federated.keep_best)
 
 
 def same_config(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -39,29 +42,42 @@ def _dir(run_dir: Path) -> Path:
     return run_dir / "checkpoint"
 
 
-def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: dict[str, Any]) -> None:
-    """Write the global state first, then ``state.json`` (the commit point)."""
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: dict[str, Any],
+                    selection: ModelSelection | None = None) -> None:
+    """Write the global state (and the best one kept so far) first, then ``state.json`` (the commit point)."""
     d = _dir(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {}
     if isinstance(strategy, PlainFedAvg):
-        buf = io.BytesIO()
-        np.savez(buf, **strategy.shared)
-        atomic_write_bytes(d / "global.npz", buf.getvalue())
-        buf = io.BytesIO()
-        np.savez(buf, **strategy.optimizer.state())  # server optimizer moments (empty for plain FedAvg)
-        atomic_write_bytes(d / "server_optimizer.npz", buf.getvalue())
+        atomic_write_bytes(d / "global.npz", _npz(strategy.shared))
+        # server optimizer moments (empty for plain FedAvg)
+        atomic_write_bytes(d / "server_optimizer.npz", _npz(strategy.optimizer.state()))
     else:
         if strategy.latest is not None:
             atomic_write_bytes(d / "global.ckks", strategy.latest)
         extra = {"node_of": strategy.node_of, "rejected": strategy.rejected, "has_sum": strategy.latest is not None}
     state = {"round": stats[-1].round if stats else 0, "stats": [dataclasses.asdict(s) for s in stats],
              "config": config, "server": extra}
+    if selection is not None:
+        if selection.unsaved:  # a new best since the last checkpoint
+            plain = isinstance(selection.state, dict)
+            atomic_write_bytes(d / (BEST_PLAIN if plain else BEST_SUM),
+                               _npz(selection.state) if plain else selection.state)
+            selection.unsaved = False
+        state["selection"] = selection.to_json()
     atomic_write_bytes(d / STATE, json.dumps(state, default=float).encode())
 
 
-def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any]) -> tuple[int, list[RoundStats]]:
-    """Restore ``strategy`` from the checkpoint; return (last completed round, stats). (0, []) if none."""
+def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any],
+                    selection: ModelSelection | None = None) -> tuple[int, list[RoundStats]]:
+    """Restore ``strategy`` (and ``selection``) from the checkpoint; return (last completed round, stats).
+    (0, []) if none."""
     path = _dir(run_dir) / STATE
     if not path.is_file():
         return 0, []
@@ -81,7 +97,18 @@ def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any]) -> tuple[in
         strategy.latest = (_dir(run_dir) / "global.ckks").read_bytes() if server["has_sum"] else None
         strategy.node_of = {k: int(v) for k, v in server["node_of"].items()}
         strategy.rejected = [tuple(r) for r in server["rejected"]]
+    if selection is not None and "selection" in state:
+        selection.load_json(state["selection"], _load_best(_dir(run_dir), state["selection"]))
     return int(state["round"]), [RoundStats(**s) for s in state["stats"]]
+
+
+def _load_best(d: Path, saved: dict[str, Any]):
+    if saved["best_value"] is None:
+        return None
+    if (d / BEST_PLAIN).is_file():
+        with np.load(d / BEST_PLAIN) as z:
+            return {k: z[k] for k in z.files}
+    return (d / BEST_SUM).read_bytes()
 
 
 def trim_history(history: Path, last_round: int) -> None:

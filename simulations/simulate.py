@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, run_rounds, write_json
 from server.optimizers import make_server_optimizer
+from server.selection import ModelSelection
 from server.user_dp import (PlainDPFedAvg, UserAccountant, check_population, check_running_sum_capacity,
                             sample_rate, sampler_seed)
 from shared_models.config import Config
@@ -132,7 +133,8 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     history = run_dir / "history.csv"
     pop = population(cfg)
     strategy = make_strategy(cfg, pop, keys_dir)
-    done, stats = load_checkpoint(run_dir, strategy, json.loads(json.dumps(config)))
+    selection = ModelSelection(patience=cfg.federated.patience) if cfg.federated.keep_best else None
+    done, stats = load_checkpoint(run_dir, strategy, json.loads(json.dumps(config)), selection)
     trim_history(history, done)
     if done:
         log.info("resuming after round %d (checkpoint in %s)", done, run_dir / "checkpoint")
@@ -148,27 +150,35 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
             st.epsilon_max = st.epsilon_mean = accountant.epsilon
         append_history(history, st)
         stats.append(st)
+        if selection is not None and st.metrics and selection.observe(st.round, st.metrics, strategy.broadcast()):
+            log.info("round %d: best validation so far, kept", st.round)
         round_log.append(log_record(cfg, st, strategy))  # before the checkpoint: a resume trims, never gaps
-        save_checkpoint(run_dir, strategy, stats, json.loads(json.dumps(config)))
+        save_checkpoint(run_dir, strategy, stats, json.loads(json.dumps(config)), selection)
+
+    def stop_reason(r: int) -> str:
+        why = accountant.stop_reason(r) if accountant is not None else ""
+        return why or (selection.stop_reason() if selection is not None else "")
 
     with _progress(progress) as bar:
         task = bar.add_task("rounds", total=cfg.federated.num_server_rounds, completed=done)
         run_rounds(cfg, transport, strategy, start_round=done + 1, on_round=on_round,
                    progress=lambda r: bar.update(task, completed=r),
-                   stop_reason=accountant.stop_reason if accountant is not None else None,
+                   stop_reason=stop_reason,
                    on_release=accountant.record if accountant is not None else None,  # charged before any use
                    sampler_seed=sampler_seed(cfg, run_dir))
         bar.update(task, description="final test")
-        test = evaluate_nodes(cfg, transport, cfg.federated.num_server_rounds + 1, strategy.broadcast(), "test")
-    save_global(run_dir, strategy)
+        final = selection.final_state(strategy.broadcast()) if selection is not None else strategy.broadcast()
+        test = evaluate_nodes(cfg, transport, cfg.federated.num_server_rounds + 1, final, "test")
+    save_global(run_dir, final)
     result = build_result(cfg, run_dir, pop, stats, test, strategy, time.perf_counter() - t0, accountant=accountant)
+    if selection is not None:
+        result["selection"] = selection.summary()
     write_json(run_dir / "metrics.json", result)
     return result
 
 
-def save_global(run_dir: Path, strategy) -> None:
+def save_global(run_dir: Path, state) -> None:
     """Plaintext: the global weights; HE: only the encrypted sum (the server never has the model)."""
-    state = strategy.broadcast()
     if isinstance(state, dict):
         np.savez(run_dir / "global_shared.npz", **state)
     elif state:

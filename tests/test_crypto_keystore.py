@@ -11,7 +11,7 @@ import pytest
 import tenseal as ts
 
 from shared_models.crypto import (
-    HEConfig, decrypt_average, encrypt_update, init_keys, load_device_keys, load_server_keys,
+    HEConfig, PayloadError, decrypt_average, encrypt_update, init_keys, load_device_keys, load_server_keys,
     payload_sha256, sign_update, sum_ciphertexts, verify_update)
 
 CFG = HEConfig(max_summands=4, scale_bits=HEConfig(max_summands=4).max_scale_bits)
@@ -97,3 +97,27 @@ def test_devices_of_one_key_set_share_one_parsed_context_but_each_must_unseal_it
             load_device_keys(layout.root, "dev-b")
     finally:
         sealed.write_bytes(original)
+
+
+def test_devices_of_a_process_decrypt_one_global_sum_once_and_other_key_sets_never_reuse_it(
+        layout, tmp_path, monkeypatch) -> None:
+    from client import secure
+
+    monkeypatch.setattr(secure, "_decrypted", type(secure._decrypted)())
+    calls = []
+    real = secure.decrypt_average
+    monkeypatch.setattr(secure, "decrypt_average", lambda *a, **k: calls.append(1) or real(*a, **k))
+    a, b = load_device_keys(layout.root, "dev-a"), load_device_keys(layout.root, "dev-b")
+    server = load_server_keys(layout.root, n_threads=1)
+    payloads = [encrypt_update(d.context, np.arange(7.0) / (i + 1), weight=i + 1, cfg=CFG) for i, d in enumerate((a, b))]
+    summed = sum_ciphertexts(server.context, payloads, expected_count=1, cfg=CFG)
+    avg_a, total_a, secs_a = secure.decrypt_shared(summed, a)
+    avg_b, total_b, secs_b = secure.decrypt_shared(summed, b)
+    assert len(calls) == 1 and avg_b is avg_a and (total_b, secs_b) == (total_a, secs_a) and secs_a > 0
+    np.testing.assert_allclose(avg_a, np.arange(7.0) * 2 / 3, atol=1e-5)  # (1*x + 2*x/2) / 3
+    assert not avg_a.flags.writeable  # shared by the devices of the process: nobody may change it
+    other = init_keys(tmp_path / "other", device_ids=["dev-c"], he=CFG)  # another key set: must decrypt itself
+    c = load_device_keys(other.root, "dev-c")
+    with pytest.raises(PayloadError, match="different CKKS key set"):  # it fails as it would alone
+        secure.decrypt_shared(summed, c)
+    assert len(calls) == 2

@@ -24,8 +24,9 @@ core, x ~ N(0, 0.05^2) + per-device N(0, 0.01^2), weights U[10, 300]):
 Stock TenSEAL serialization stores both ciphertext polynomials as
 zstd-compressed 64-bit words and never emits SEAL's seeded form, so even a
 depth-0 44-bit symmetric context costs ~27 B/param.  Devices hold the secret
-key, so they encrypt symmetrically and *re-seed* each ciphertext (c1 = PRG(seed),
-see ckks.py), sending seed + c0 bit-packed at P bits: 2*P bits per slot.  P=44
+key, so they encrypt symmetrically with a seeded c1 (c1 = a = PRG(seed), c0 =
+m + e - a*s, see ckks.py and rlwe.py), sending seed + c0 bit-packed at P bits:
+2*P bits per slot.  P=44
 meets <= 12 B/param with ~100x margin on the 1e-4 relative-error target; P=40
 saves 1 B/param but keeps only ~7x margin (error grows as the weights shrink,
 see HEConfig.max_scale_bits).  BatchCrypt-style packing (``pack_bits > 0``) is

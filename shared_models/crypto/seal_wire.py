@@ -44,13 +44,14 @@ def _seal_header(total_size: int) -> bytes:
                         0, 0, total_size)
 
 
-def seal_ciphertext_bytes(polys: np.ndarray, *, parms_id: Sequence[int], scale: float) -> bytes:
-    """Serialise an NTT-form single-prime ciphertext ``polys`` of shape (size, N)."""
+def seal_ciphertext_bytes(polys: np.ndarray, *, parms_id: Sequence[int], scale: float,
+                          ntt_form: bool = True) -> bytes:
+    """Serialise a single-prime ciphertext ``polys`` of shape (size, N), NTT form unless ``ntt_form`` is False."""
     arr = np.ascontiguousarray(polys, dtype="<u8")
     size, degree = arr.shape
     data = arr.tobytes()
     dyn = _seal_header(_HEADER.size + 8 + len(data)) + struct.pack("<Q", arr.size) + data
-    members = _CT_MEMBERS.pack(*parms_id, 1, size, degree, 1, float(scale), 1) + dyn
+    members = _CT_MEMBERS.pack(*parms_id, int(ntt_form), size, degree, 1, float(scale), 1) + dyn
     return _seal_header(_HEADER.size + len(members)) + members
 
 
@@ -83,12 +84,12 @@ def chunk_sizes(n_slots: int, slots_per_ct: int) -> list[int]:
 
 
 def vector_proto_from_polys(polys: np.ndarray, *, n_slots: int, parms_id: Sequence[int],
-                            scale: float) -> bytes:
+                            scale: float, ntt_form: bool = True) -> bytes:
     """``polys`` of shape (n_ct, size, N) -> TenSEAL CKKSVector bytes."""
     sizes = chunk_sizes(n_slots, polys.shape[-1] // 2)
     if len(sizes) != polys.shape[0]:
         raise ValueError("number of ciphertexts does not match the slot count")
-    blobs = [seal_ciphertext_bytes(p, parms_id=parms_id, scale=scale) for p in polys]
+    blobs = [seal_ciphertext_bytes(p, parms_id=parms_id, scale=scale, ntt_form=ntt_form) for p in polys]
     return ckks_vector_proto(blobs, sizes, scale)
 
 
