@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.aggregation import fedavg
-from server.optimizers import ServerOptimizer
+from server.optimizers import ServerOptimizer, ema_step
 from shared_models.config import Config
 from shared_models.metrics import summarize
 from shared_models.privacy.user_level import client_sample_rate, poisson_sample
@@ -48,9 +48,12 @@ class TrainReply:
 class PlainFedAvg:
     """Plaintext FedAvg: the server holds the global shared weights (``he.enabled = false``)."""
 
-    def __init__(self, shared: dict[str, np.ndarray], optimizer: ServerOptimizer | None = None) -> None:
+    def __init__(self, shared: dict[str, np.ndarray], optimizer: ServerOptimizer | None = None, *,
+                 ema_decay: float = 0.0) -> None:
         self.shared = shared
         self.optimizer = optimizer or ServerOptimizer(lr=1.0)  # plain FedAvg: the average is the new model
+        self.ema_decay = ema_decay  # > 0: also keep an EMA of the global model (``evaluation_state``)
+        self.ema: dict[str, np.ndarray] | None = None  # float64
         self._accepted: list[TrainReply] = []
         self.aggregate_s = 0.0
         self.round_aggregate_s = 0.0
@@ -59,6 +62,12 @@ class PlainFedAvg:
 
     def broadcast(self) -> dict[str, np.ndarray]:
         return self.shared
+
+    def evaluation_state(self) -> dict[str, np.ndarray]:
+        """What evaluation, selection, the final test and the shipped model use: the EMA when kept."""
+        if self.ema is None:
+            return self.shared
+        return {k: v.astype(np.asarray(self.shared[k]).dtype) for k, v in self.ema.items()}
 
     def begin(self, round_id: int, nodes: list[int]) -> None:
         self._accepted, self._round = [], round_id
@@ -77,6 +86,9 @@ class PlainFedAvg:
         t0 = time.perf_counter()
         average = fedavg([a.shared for a in self._accepted], [a.num_examples for a in self._accepted])
         self.shared = self.optimizer.step(self.shared, average)
+        if self.ema_decay:
+            x = {k: np.asarray(v, np.float64) for k, v in self.shared.items()}
+            self.ema = x if self.ema is None else {k: ema_step(self.ema[k], x[k], decay=self.ema_decay) for k in x}
         self.round_aggregate_s = time.perf_counter() - t0
         self.aggregate_s += self.round_aggregate_s
         return True
@@ -164,7 +176,7 @@ def run_rounds(cfg: Config, transport: Transport, strategy, *, start_round: int 
         if on_release:
             on_release(r)
         if cfg.federated.eval_every and r % cfg.federated.eval_every == 0:
-            st.metrics = evaluate_nodes(cfg, transport, r, strategy.broadcast(), "valid", rng)
+            st.metrics = evaluate_nodes(cfg, transport, r, evaluation_state(strategy), "valid", rng)
         st.wall_s = time.perf_counter() - t0
         stats.append(st)
         if on_round:
@@ -176,6 +188,12 @@ def run_rounds(cfg: Config, transport: Transport, strategy, *, start_round: int 
         if progress:
             progress(r)
     return stats
+
+
+def evaluation_state(strategy):
+    """The state devices evaluate (and the run ships): the broadcast one unless the strategy keeps another."""
+    pick = getattr(strategy, "evaluation_state", None)
+    return pick() if pick is not None else strategy.broadcast()
 
 
 def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], strategy) -> RoundStats:

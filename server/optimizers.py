@@ -8,6 +8,10 @@ fedavg   x' = avg                                             (plain FedAvg; ser
 fedavgm  m' = momentum * m + delta;  x' = x + lr * m'          (Hsu et al. 2019)
 fedadam  m' = b1 * m + (1 - b1) * delta;  v' = b2 * v + (1 - b2) * delta^2;  x' = x + lr * m' / (sqrt(v') + tau)
 
+``federated.server-ema = d > 0`` also keeps ``e' = d * e + (1 - d) * x'`` (``e`` = x after the first round): devices
+train from ``x``; evaluation, selection, the final test and the shipped model use ``e``, which averages out the
+round-to-round jitter of sampling 100 of 943 devices.
+
 Only the plaintext server can run these: a server-blind (HE) server never holds x, and under user-level DP the
 decoding is fixed (global = initial + server_lr * noisy sum / clients_per_round), so the config allows them
 only with ``he.enabled = false`` and ``privacy.mode`` none or example.
@@ -37,6 +41,11 @@ def fedadam_step(x: np.ndarray, avg: np.ndarray, m: np.ndarray, v: np.ndarray, *
     m = beta1 * m + (1.0 - beta1) * delta
     v = beta2 * v + (1.0 - beta2) * delta * delta
     return x + lr * m / (np.sqrt(v) + tau), m, v
+
+
+def ema_step(ema: np.ndarray, x: np.ndarray, *, decay: float) -> np.ndarray:
+    """Polyak-style exponential moving average of the global model: ``decay * ema + (1 - decay) * x``."""
+    return decay * ema + (1.0 - decay) * x
 
 
 class ServerOptimizer:

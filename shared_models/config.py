@@ -105,6 +105,9 @@ class FederatedConfig:
     server_momentum: float = 0.9  # fedavgm momentum / fedadam beta1
     server_beta2: float = 0.99  # fedadam
     server_tau: float = 1e-3  # fedadam adaptivity (added to sqrt(v))
+    # > 0: the plaintext server also keeps ema = d * ema + (1 - d) * global; evaluation, selection, the final
+    # test and the shipped model use it, devices still train from the global model (server/optimizers.py)
+    server_ema: float = 0.0
 
 
 @dataclass
@@ -204,6 +207,10 @@ class Config:
         _check(0 <= f.server_momentum < 1, "federated.server_momentum", "in [0, 1)", f.server_momentum)
         _check(0 <= f.server_beta2 < 1, "federated.server_beta2", "in [0, 1)", f.server_beta2)
         _check(f.server_tau > 0, "federated.server_tau", "> 0", f.server_tau)
+        _check(0 <= f.server_ema < 1, "federated.server_ema", "in [0, 1)", f.server_ema)
+        if f.server_ema:
+            _check(not self.he.enabled and not p.user_level, "federated.server_ema",
+                   "0 with he.enabled = true or user-level DP (the server must hold the model)", f.server_ema)
         _check(f.max_in_flight >= 0, "federated.max_in_flight", ">= 0 (0 = automatic)", f.max_in_flight)
         _check(0.0 <= f.fraction_train <= 1.0, "federated.fraction_train", "in [0, 1]", f.fraction_train)
         _check(f.lr > 0, "federated.lr", "> 0", f.lr)

@@ -23,6 +23,7 @@ from server.selection import ModelSelection
 from shared_models.atomic_io import atomic_write_bytes
 
 STATE = "state.json"
+EMA = "ema.npz"  # the plaintext server's moving average of the global model (federated.server_ema)
 BEST_PLAIN, BEST_SUM = "best.npz", "best.ckks"  # the best evaluated global state (federated.keep_best)
 
 
@@ -56,8 +57,10 @@ def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: di
     extra: dict[str, Any] = {}
     if isinstance(strategy, PlainFedAvg):
         atomic_write_bytes(d / "global.npz", _npz(strategy.shared))
-        # server optimizer moments (empty for plain FedAvg)
+        # server optimizer moments (empty for plain FedAvg) and the model EMA (federated.server_ema)
         atomic_write_bytes(d / "server_optimizer.npz", _npz(strategy.optimizer.state()))
+        if strategy.ema is not None:
+            atomic_write_bytes(d / EMA, _npz(strategy.ema))
     else:
         if strategy.latest is not None:
             atomic_write_bytes(d / "global.ckks", strategy.latest)
@@ -92,6 +95,9 @@ def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any],
         if opt_path.is_file():
             with np.load(opt_path) as z:
                 strategy.optimizer.load({k: z[k] for k in z.files})
+        if (_dir(run_dir) / EMA).is_file():
+            with np.load(_dir(run_dir) / EMA) as z:
+                strategy.ema = {k: z[k] for k in z.files}
     else:
         server = state["server"]
         strategy.latest = (_dir(run_dir) / "global.ckks").read_bytes() if server["has_sum"] else None

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, run_rounds, write_json
+from server.loop import (PlainFedAvg, RoundStats, append_history, evaluate_nodes, evaluation_state, run_rounds,
+                         write_json)
 from server.optimizers import make_server_optimizer
 from server.selection import ModelSelection
 from server.user_dp import (PlainDPFedAvg, UserAccountant, check_population, check_running_sum_capacity,
@@ -99,7 +100,7 @@ def make_strategy(cfg: Config, pop, keys_dir: str):
         f = cfg.federated
         return PlainFedAvg(template, make_server_optimizer(f.server_optimizer, lr=f.server_lr,
                                                            momentum=f.server_momentum, beta2=f.server_beta2,
-                                                           tau=f.server_tau))
+                                                           tau=f.server_tau), ema_decay=f.server_ema)
     from server.secure import SecureAggregation
     from shared_models.crypto import load_server_keys
 
@@ -150,7 +151,8 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
             st.epsilon_max = st.epsilon_mean = accountant.epsilon
         append_history(history, st)
         stats.append(st)
-        if selection is not None and st.metrics and selection.observe(st.round, st.metrics, strategy.broadcast()):
+        if selection is not None and st.metrics and selection.observe(st.round, st.metrics,
+                                                                      evaluation_state(strategy)):
             log.info("round %d: best validation so far, kept", st.round)
         round_log.append(log_record(cfg, st, strategy))  # before the checkpoint: a resume trims, never gaps
         save_checkpoint(run_dir, strategy, stats, json.loads(json.dumps(config)), selection)
@@ -167,7 +169,8 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
                    on_release=accountant.record if accountant is not None else None,  # charged before any use
                    sampler_seed=sampler_seed(cfg, run_dir))
         bar.update(task, description="final test")
-        final = selection.final_state(strategy.broadcast()) if selection is not None else strategy.broadcast()
+        final = evaluation_state(strategy)
+        final = selection.final_state(final) if selection is not None else final
         test = evaluate_nodes(cfg, transport, cfg.federated.num_server_rounds + 1, final, "test")
     save_global(run_dir, final)
     result = build_result(cfg, run_dir, pop, stats, test, strategy, time.perf_counter() - t0, accountant=accountant)

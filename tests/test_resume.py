@@ -14,12 +14,13 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("he,server_optimizer", [(False, "fedavg"), (True, "fedavg"), (False, "fedadam")])
+@pytest.mark.parametrize("he,server_optimizer,ema", [(False, "fedavg", 0.0), (True, "fedavg", 0.0),
+                                                     (False, "fedadam", 0.5)])
 def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_path, monkeypatch, he,
-                                                                        server_optimizer):
+                                                                        server_optimizer, ema):
     cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=10), he={"enabled": he},
                       federated={"num-server-rounds": 3, "clients-per-round": 5,
-                                 "server-optimizer": server_optimizer, "server-lr": 0.05})
+                                 "server-optimizer": server_optimizer, "server-lr": 0.05, "server-ema": ema})
     reference = simulate(cfg, tmp_path / "uninterrupted", progress=False)
 
     real_sample = loop.sample_nodes
@@ -38,7 +39,7 @@ def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_pat
     monkeypatch.setattr(loop, "sample_nodes", real_sample)
     resumed = simulate(cfg, tmp_path / "run", progress=False)
     assert resumed["metrics"] == reference["metrics"]
-    if not he:  # the global model itself, bit for bit (the server optimizer's moments were checkpointed)
+    if not he:  # the shipped model (the EMA with server-ema), bit for bit: moments and EMA were checkpointed
         with np.load(tmp_path / "run" / "global_shared.npz") as a, \
                 np.load(tmp_path / "uninterrupted" / "global_shared.npz") as b:
             assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)

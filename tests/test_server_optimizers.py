@@ -103,3 +103,30 @@ def test_the_config_accepts_exactly_the_registered_optimizers():
     from shared_models.config import SERVER_OPTIMIZERS as NAMES
 
     assert set(REGISTRY) == set(NAMES)  # the config validates names it cannot import (server depends on it)
+
+
+def test_ema_known_values_and_devices_still_train_from_the_raw_model():
+    from server.optimizers import ema_step
+
+    np.testing.assert_allclose(ema_step(np.array([1.0, 0.0]), np.array([3.0, 2.0]), decay=0.75), [1.5, 0.5])
+    strategy = PlainFedAvg({"w": np.zeros(1, np.float32)}, ServerOptimizer(lr=1.0), ema_decay=0.5)
+    assert strategy.evaluation_state() is strategy.shared  # no round yet: nothing averaged
+    for r, value in enumerate((4.0, 8.0, 0.0), start=1):
+        strategy.begin(r, [0])
+        strategy.offer(_reply(0, [value], 1))
+        assert strategy.finish(min_train_nodes=1)
+    np.testing.assert_allclose(strategy.broadcast()["w"], [0.0])  # what devices train from: the last average
+    ema = strategy.evaluation_state()["w"]  # 4, then 0.5*4 + 0.5*8 = 6, then 0.5*6 + 0.5*0 = 3
+    np.testing.assert_allclose(ema, [3.0])
+    assert ema.dtype == np.float32
+
+
+@pytest.mark.parametrize("sections,needle", [
+    ({"federated": {"server-ema": 0.9}, "he": {"enabled": True}}, "he.enabled = true"),
+    ({"federated": {"server-ema": 0.9}, "he": {"enabled": False}, "privacy": {"mode": "user"}}, "user-level"),
+    ({"federated": {"server-ema": 1.0}, "he": {"enabled": False}}, "in [0, 1)"),
+])
+def test_config_refuses_an_ema_the_server_cannot_keep(sections, needle):
+    with pytest.raises(ConfigError, match="server_ema") as err:
+        build_config(sections)
+    assert needle in str(err.value)
