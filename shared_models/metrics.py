@@ -68,3 +68,18 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, num_samples: int, seed: in
     means = diff[idx].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
     return float(diff.mean()), float(lo), float(hi)
+
+
+def paired_bootstrap_ratio(a: np.ndarray, b: np.ndarray, *, num_samples: int, seed: int,
+                           confidence: float = 0.95) -> tuple[float, float, float]:
+    """mean(a) / mean(b) over users and its bootstrap confidence interval (users resampled jointly)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired bootstrap needs two equal 1-D shapes, got {a.shape} and {b.shape}")
+    if b.sum() <= 0:
+        raise ValueError("the reference metric is zero for every user: no ratio")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(num_samples, len(a)))
+    ratios = a[idx].mean(axis=1) / np.maximum(b[idx].mean(axis=1), np.finfo(float).tiny)
+    lo, hi = np.quantile(ratios, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return float(a.mean() / b.mean()), float(lo), float(hi)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared_models.metrics import paired_bootstrap, per_user_metrics, summarize, target_ranks
+from shared_models.metrics import paired_bootstrap, paired_bootstrap_ratio, per_user_metrics, summarize, target_ranks
 
 
 def test_ranks_count_strictly_higher_scores_and_mask_seen():
@@ -58,3 +58,18 @@ def test_paired_bootstrap_interval_contains_mean_and_detects_a_real_gap():
     assert lo > 0.09 and hi < 0.11
     mean0, lo0, hi0 = paired_bootstrap(a, a, num_samples=200, seed=1)
     assert mean0 == lo0 == hi0 == 0.0
+
+
+def test_paired_bootstrap_ratio_known_values_and_coverage():
+    hits = np.array([1.0, 0.0, 1.0, 1.0])
+    assert paired_bootstrap_ratio(hits, hits, num_samples=100, seed=0) == (1.0, 1.0, 1.0)  # any resample: 1
+    assert paired_bootstrap_ratio(hits / 2, hits, num_samples=100, seed=0) == (0.5, 0.5, 0.5)
+    rng = np.random.default_rng(0)  # hit indicators at rates 0.18 vs 0.20 over 943 users, as on ML-100K
+    b = (rng.random(943) < 0.20).astype(float)
+    a = b * (rng.random(943) < 0.9)  # the federated model misses 10% of the reference's hits
+    ratio, lo, hi = paired_bootstrap_ratio(a, b, num_samples=2000, seed=1)
+    assert lo < ratio < hi and lo < 0.9 < hi and hi - lo < 0.1
+    with pytest.raises(ValueError, match="zero"):
+        paired_bootstrap_ratio(hits, np.zeros(4), num_samples=10, seed=0)
+    with pytest.raises(ValueError, match="equal"):
+        paired_bootstrap_ratio(hits, hits[:3], num_samples=10, seed=0)
