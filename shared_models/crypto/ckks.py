@@ -51,7 +51,8 @@ def _seeded_c0(params: ContextParams, slots: np.ndarray, scale: float, seed: byt
     loaded as the coefficient-form ciphertext ``(m + e, 1)``; SEAL transforms it to NTT form, where the
     constant polynomial 1 becomes all ones, so adding ``(0, -a - 1)`` gives ``(m + e, -a)``, and SEAL's
     decryption of that, ``(m + e) - a*s``, is ``c0``. Same distribution as SEAL's ``encrypt_symmetric``
-    (``_seeded_c0_reference``, kept for the equivalence tests) at about a third of its cost."""
+    (``_seeded_c0_reference``, kept for the equivalence tests), whose software Blake2 generator took half of
+    its time: a 211,136-parameter update encrypts in 0.072 s instead of 0.091 s."""
     ctx, degree, q = params.context, params.degree, params.modulus
     half = degree // 2
     n_ct = -(-slots.size // half)
