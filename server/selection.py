@@ -28,7 +28,6 @@ class ModelSelection:
     best_value: float = -math.inf
     stale: int = 0  # evaluations since the best one
     state: Any = None  # the best global state (dict of arrays, or the encrypted sum's bytes)
-    unsaved: bool = False  # a new best the checkpoint has not written yet
 
     def observe(self, round_id: int, metrics: dict[str, float], state: Any) -> bool:
         """Record an evaluation of ``state`` after ``round_id``; True when it is the new best."""
@@ -37,7 +36,7 @@ class ModelSelection:
         value = float(metrics[SELECT_METRIC])
         if value > self.best_value:
             self.best_round, self.best_value, self.stale = round_id, value, 0
-            self.state, self.unsaved = _copy(state), True
+            self.state = _copy(state)
             return True
         self.stale += 1
         return False

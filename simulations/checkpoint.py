@@ -2,7 +2,7 @@
 
 ``RUN_DIR/checkpoint/`` holds ``state.json`` (last completed round, per-round stats, server bookkeeping)
 and the global state: ``global.npz`` (plaintext FedAvg) or ``global.ckks`` (the encrypted sum; the server
-never has the model), plus ``best.npz`` / ``best.ckks`` when ``federated.keep_best`` keeps the best one.
+never has the model), plus ``best-<round>.npz`` / ``.ckks`` when ``federated.keep_best`` keeps the best one.
 Device states (personal weights, ledgers) are already persisted by the devices.
 A device asked to retrain a round its ledger already holds declines (``client.device``), so a resumed
 round never spends privacy twice.
@@ -24,7 +24,6 @@ from shared_models.atomic_io import atomic_write_bytes
 
 STATE = "state.json"
 EMA = "ema.npz"  # the plaintext server's moving average of the global model (federated.server_ema)
-BEST_PLAIN, BEST_SUM = "best.npz", "best.ckks"  # the best evaluated global state (federated.keep_best)
 
 
 def same_config(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -67,14 +66,21 @@ def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: di
         extra = {"node_of": strategy.node_of, "rejected": strategy.rejected, "has_sum": strategy.latest is not None}
     state = {"round": stats[-1].round if stats else 0, "stats": [dataclasses.asdict(s) for s in stats],
              "config": config, "server": extra}
+    best = None
     if selection is not None:
-        if selection.unsaved:  # a new best since the last checkpoint
-            plain = isinstance(selection.state, dict)
-            atomic_write_bytes(d / (BEST_PLAIN if plain else BEST_SUM),
-                               _npz(selection.state) if plain else selection.state)
-            selection.unsaved = False
         state["selection"] = selection.to_json()
+        if selection.state is not None:
+            # named by its round and recorded in state.json: a best written by an attempt that crashed before
+            # its state.json is never taken for the committed one
+            plain = isinstance(selection.state, dict)
+            best = d / f"best-{selection.best_round:06d}{'.npz' if plain else '.ckks'}"
+            if selection.best_round == state["round"] or not best.is_file():  # new this round (or a replay)
+                atomic_write_bytes(best, _npz(selection.state) if plain else selection.state)
+            state["selection"]["file"] = best.name
     atomic_write_bytes(d / STATE, json.dumps(state, default=float).encode())
+    for old in d.glob("best-*"):  # after the commit point: earlier bests and crashed attempts' leftovers
+        if old != best:
+            old.unlink(missing_ok=True)
 
 
 def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any],
@@ -89,15 +95,13 @@ def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any],
         raise ValueError(f"{path}: the run directory holds a run with a different config; use a new --out "
                          "or --fresh to start over")
     if isinstance(strategy, PlainFedAvg):
-        with np.load(_dir(run_dir) / "global.npz") as z:
-            strategy.shared = {k: z[k] for k in strategy.shared}
+        saved = _load_npz(_dir(run_dir) / "global.npz")
+        strategy.shared = {k: saved[k] for k in strategy.shared}
         opt_path = _dir(run_dir) / "server_optimizer.npz"
         if opt_path.is_file():
-            with np.load(opt_path) as z:
-                strategy.optimizer.load({k: z[k] for k in z.files})
+            strategy.optimizer.load(_load_npz(opt_path))
         if (_dir(run_dir) / EMA).is_file():
-            with np.load(_dir(run_dir) / EMA) as z:
-                strategy.ema = {k: z[k] for k in z.files}
+            strategy.ema = _load_npz(_dir(run_dir) / EMA)
     else:
         server = state["server"]
         strategy.latest = (_dir(run_dir) / "global.ckks").read_bytes() if server["has_sum"] else None
@@ -108,13 +112,16 @@ def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any],
     return int(state["round"]), [RoundStats(**s) for s in state["stats"]]
 
 
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def _load_best(d: Path, saved: dict[str, Any]):
     if saved["best_value"] is None:
         return None
-    if (d / BEST_PLAIN).is_file():
-        with np.load(d / BEST_PLAIN) as z:
-            return {k: z[k] for k in z.files}
-    return (d / BEST_SUM).read_bytes()
+    path = d / saved["file"]
+    return _load_npz(path) if path.suffix == ".npz" else path.read_bytes()
 
 
 def trim_history(history: Path, last_round: int) -> None:

@@ -70,7 +70,7 @@ def test_run_stops_on_patience_and_ships_the_best_round(tmp_path, monkeypatch, h
     ckpt = tmp_path / "run" / "checkpoint"
     if he:  # the blind server kept round 2's encrypted sum and ships it (encryption is randomised: no rerun)
         shipped = (tmp_path / "run" / "global_sum.ckks").read_bytes()
-        assert shipped == (ckpt / "best.ckks").read_bytes() != (ckpt / "global.ckks").read_bytes()
+        assert shipped == (ckpt / "best-000002.ckks").read_bytes() != (ckpt / "global.ckks").read_bytes()
         return
     two = simulate(tiny_config(data, privacy={"mode": "none"}, he={"enabled": False},
                                federated={**common, "num-server-rounds": 2}), tmp_path / "two", progress=False)
@@ -100,3 +100,25 @@ def test_resumed_run_keeps_the_best_state(tmp_path, monkeypatch) -> None:
     resumed = simulate(cfg, tmp_path / "run", progress=False)
     assert resumed["selection"] == reference["selection"] and resumed["metrics"] == reference["metrics"]
     assert resumed["rounds"] == reference["rounds"] == 4
+
+
+def test_a_best_written_by_a_crashed_round_is_never_taken_for_the_committed_one(tmp_path) -> None:
+    from server.loop import PlainFedAvg, RoundStats
+    from simulations.checkpoint import load_checkpoint, save_checkpoint
+
+    def stats(last: int) -> list[RoundStats]:
+        return [RoundStats(r, 1, 1, 0, 0, 0, 0.0, 0.0, 0.0, 0.0) for r in range(1, last + 1)]
+
+    strategy = PlainFedAvg({"w": np.zeros(2, np.float32)})
+    sel = ModelSelection(patience=3)
+    sel.observe(2, {SELECT_METRIC: 0.5}, {"w": np.full(2, 2.0, np.float32)})
+    save_checkpoint(tmp_path, strategy, stats(2), {}, sel)  # round 2: the new best is written
+    save_checkpoint(tmp_path, strategy, stats(3), {}, sel)  # round 3: no new best, nothing rewritten
+    ckpt = tmp_path / "checkpoint"
+    np.savez(ckpt / "best-000004.npz", w=np.full(2, 4.0, np.float32))  # round 4 found a best, then crashed
+    resumed = ModelSelection(patience=3)
+    assert load_checkpoint(tmp_path, PlainFedAvg({"w": np.zeros(2, np.float32)}), {}, resumed)[0] == 3
+    assert resumed.best_round == 2 and resumed.stale == 0
+    np.testing.assert_array_equal(resumed.final_state(None)["w"], [2.0, 2.0])
+    save_checkpoint(tmp_path, strategy, stats(4), {}, resumed)  # the replayed round 4: no new best this time
+    assert sorted(f.name for f in ckpt.glob("best-*")) == ["best-000002.npz"]
