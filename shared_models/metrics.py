@@ -56,6 +56,14 @@ def summarize(ranks: np.ndarray | torch.Tensor, names: Iterable[str] = METRIC_NA
     return {k: float(v.mean()) if len(v) else 0.0 for k, v in per_user_metrics(ranks, names).items()}
 
 
+def _resampled_interval(statistic, n: int, *, num_samples: int, seed: int,
+                        confidence: float) -> tuple[float, float]:
+    """Quantile interval of ``statistic(idx)`` over ``num_samples`` resamples (with replacement) of n users."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(num_samples, n))
+    lo, hi = np.quantile(statistic(idx), [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return float(lo), float(hi)
+
+
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, num_samples: int, seed: int,
                      confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean of (a - b) over users and its bootstrap confidence interval (users resampled jointly)."""
@@ -63,11 +71,9 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, num_samples: int, seed: in
     if a.shape != b.shape:
         raise ValueError(f"paired bootstrap needs equal shapes, got {a.shape} and {b.shape}")
     diff = a - b
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(num_samples, len(diff)))
-    means = diff[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
-    return float(diff.mean()), float(lo), float(hi)
+    lo, hi = _resampled_interval(lambda idx: diff[idx].mean(axis=1), len(diff), num_samples=num_samples,
+                                 seed=seed, confidence=confidence)
+    return float(diff.mean()), lo, hi
 
 
 def paired_bootstrap_ratio(a: np.ndarray, b: np.ndarray, *, num_samples: int, seed: int,
@@ -78,8 +84,7 @@ def paired_bootstrap_ratio(a: np.ndarray, b: np.ndarray, *, num_samples: int, se
         raise ValueError(f"paired bootstrap needs two equal 1-D shapes, got {a.shape} and {b.shape}")
     if b.sum() <= 0:
         raise ValueError("the reference metric is zero for every user: no ratio")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a), size=(num_samples, len(a)))
-    ratios = a[idx].mean(axis=1) / np.maximum(b[idx].mean(axis=1), np.finfo(float).tiny)
-    lo, hi = np.quantile(ratios, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
-    return float(a.mean() / b.mean()), float(lo), float(hi)
+    lo, hi = _resampled_interval(
+        lambda idx: a[idx].mean(axis=1) / np.maximum(b[idx].mean(axis=1), np.finfo(float).tiny), len(a),
+        num_samples=num_samples, seed=seed, confidence=confidence)
+    return float(a.mean() / b.mean()), lo, hi
