@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared_models.config import build_config  # noqa: E402
-from shared_models.metrics import METRIC_NAMES, paired_bootstrap, per_user_metrics  # noqa: E402
+from shared_models.train.metrics import METRIC_NAMES, paired_bootstrap, per_user_metrics  # noqa: E402
 from simulations.central import train_central  # noqa: E402
 
 VARIANTS = {

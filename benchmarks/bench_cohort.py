@@ -33,11 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared_models.cohort import CohortDeviceResult, device_plan, train_cohort_dp  # noqa: E402
+from shared_models.train.cohort import CohortDeviceResult, device_plan, train_cohort_dp  # noqa: E402
 from shared_models.config import ModelConfig  # noqa: E402
-from shared_models.dp_training import train_local_dp  # noqa: E402
-from shared_models.model import InterestModel  # noqa: E402
-from shared_models.sequences import Windows, build_windows  # noqa: E402
+from shared_models.train.dp_training import train_local_dp  # noqa: E402
+from shared_models.model.interest import InterestModel  # noqa: E402
+from shared_models.train.sequences import Windows, build_windows  # noqa: E402
 
 GPU_DEFAULTS = dict(items=2000, hidden=64, max_len=50, min_len=20, max_hist=120, cohort_size=0, mem_gb=40.0,
                     baseline_devices=20, rng="fast")

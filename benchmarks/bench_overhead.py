@@ -36,11 +36,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client.round import train_round  # noqa: E402
+from client.round import DeviceContext, RoundInput, train_rounds  # noqa: E402
 from client.store import DeviceStore  # noqa: E402
 from shared_models.config import Config, load_config  # noqa: E402
-from simulations.devices import population  # noqa: E402
-from simulations.simulate import prepare_keys, simulate  # noqa: E402
+from shared_models.datasets.population import population  # noqa: E402
+from server.job import prepare_keys  # noqa: E402
+from simulations.simulate import simulate  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,9 +87,9 @@ def standalone_rounds(cfg: Config, keys_dir: str, received) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         for node, data in enumerate(pop.devices):
             t0 = time.perf_counter()
-            rep = train_round(data=data, store=DeviceStore(Path(tmp) / data.device_id), received=received, cfg=cfg,
-                              round_id=2, node=node, text=pop.text, max_interactions=pop.max_interactions,
-                              keys_dir=keys_dir)
+            device = DeviceContext(data, DeviceStore(Path(tmp) / data.device_id), pop.text, pop.max_interactions,
+                                   keys_dir)
+            rep = train_rounds([RoundInput(device, cfg, received, 2, node)])[0]
             times.append(time.perf_counter() - t0)
             if rep.error:
                 raise RuntimeError(f"device {data.device_id}: {rep.error}")

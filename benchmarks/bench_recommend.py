@@ -51,7 +51,7 @@ def _make_state(scenario: str, root: Path, history: int, seed: int) -> Path:
 
     state = root / scenario
     if scenario == "ml100k":
-        from simulations.datasets import load_interactions
+        from shared_models.datasets import load_interactions
 
         inter = load_interactions("ml-100k")
         counts = np.bincount(inter.users)
@@ -73,7 +73,7 @@ def run_one(scenario: str, *, n: int, history: int, seed: int) -> dict:
 
     from client.export import export_model, load_exported
     from client.recommend import Recommender
-    from shared_models.sequences import left_pad
+    from shared_models.train.sequences import left_pad
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -65,10 +65,10 @@ sys.path.insert(0, str(ROOT))
 if str(HERE) not in sys.path:  # sibling modules secagg_*.py (also on the Ray workers' path: the script's dir)
     sys.path.insert(1, str(HERE))
 
-# Layout: secagg_devices (synthetic devices, reference average), secagg_ckks (in-process CKKS row),
-# secagg_sim (one Flower simulation, in a child) with secagg_apps (ClientApps), secagg_server (ServerApp)
-# and secagg_measure (timing / byte metering).  This file: CLI, orchestration, table, JSON.
-from secagg_ckks import run_ckks  # noqa: E402
+# Layout: secagg.devices (synthetic devices, reference average), secagg.ckks (in-process CKKS row),
+# secagg.sim (one Flower simulation, in a child) with secagg.apps (ClientApps), secagg.server (ServerApp)
+# and secagg.measure (timing / byte metering).  This file: CLI, orchestration, table, JSON.
+from secagg.ckks import run_ckks  # noqa: E402
 
 METHODS = ("plain", "secagg+", "ckks-sim", "ckks")
 LABELS = {"plain": "plain FedAvg (sim)", "ckks-sim": "ckks (sim)", "ckks": "ckks (in-process, 1 core)"}
@@ -213,7 +213,7 @@ def main() -> None:
     argv = sys.argv[1:]
     args = parse_args(argv)
     if args.child:
-        from secagg_sim import run_flower  # imports Flower after setting its environment
+        from secagg.sim import run_flower  # imports Flower after setting its environment
 
         res = run_flower(args.child, args)
         args.child_out.write_text(json.dumps(res))

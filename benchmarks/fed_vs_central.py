@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from client.device import device_evaluate  # noqa: E402
 from client.store import DeviceStore  # noqa: E402
 from shared_models.config import build_config  # noqa: E402
-from shared_models.metrics import METRIC_NAMES, paired_bootstrap_ratio, per_user_metrics, summarize  # noqa: E402
-from simulations.devices import device_state_dir, population  # noqa: E402
+from shared_models.train.metrics import METRIC_NAMES, paired_bootstrap_ratio, per_user_metrics, summarize  # noqa: E402
+from shared_models.datasets.population import population  # noqa: E402
+from shared_models.paths import device_state_dir
 
 BOOTSTRAP_SAMPLES = 2000
 TOLERANCE = 1e-9  # recomputed metrics vs metrics.json

@@ -29,7 +29,7 @@ def _clear_errors() -> Iterator[None]:
     from client.interactions import InteractionError
     from client.runtime import DeviceStateError
     from shared_models.config import ConfigError
-    from simulations.datasets import DatasetError
+    from shared_models.datasets import DatasetError
 
     try:
         yield

@@ -9,37 +9,29 @@ example count -- or, under user-level DP, the clipped and noised shared delta wi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from client.store import EXAMPLE_MODES, PRIVACY_UNIT, DeviceStore
+from client.store import DeviceStore
 from client.user_dp import noisy_delta
 from shared_models.config import Config
-from shared_models.dp_training import LocalTrainResult, sample_rate_for, train_local, train_local_dp
-from shared_models.evaluation import rank_targets
-from shared_models.model import InterestModel
+from shared_models.datasets.population import DeviceData
+from shared_models.train.dp_training import LocalTrainResult, sample_rate_for, train_local, train_local_dp
+from shared_models.train.evaluation import rank_targets
+from shared_models.model.interest import InterestModel
+from shared_models.model.state import build_device_model, shared_keys, stable_hash
 from shared_models.privacy import PrivacyLedger
-from shared_models.sequences import Windows, build_windows
-from shared_models.training import resolve_device
+from shared_models.privacy.units import EXAMPLE_MODES, resolve_delta
+from shared_models.train.sequences import Windows, build_windows
+from shared_models.train.training import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DeviceData:
-    """One user's leave-one-out data, as it sits on the device."""
-
-    device_id: str
-    train: np.ndarray  # chronological training items
-    valid: int
-    test: int
-    num_items: int
 
 
 @dataclass
@@ -49,28 +41,6 @@ class TrainOutcome:
     refused: bool = False
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def shared_keys(model: InterestModel, *, personal_short_term: bool) -> list[str]:
-    """Names of the parameters that leave the device (everything when the short-term part is federated)."""
-    if personal_short_term:
-        return list(model.shared_state().keys())
-    return [n for n, _ in model.named_parameters()]
-
-
-def build_device_model(cfg: Config, num_items: int, text: torch.Tensor | None, device_id: str) -> InterestModel:
-    """Model with a deterministic per-device init (the shared part is overwritten by the global weights)."""
-    torch.manual_seed(cfg.federated.seed * 1_000_003 + _stable_hash(device_id))
-    return InterestModel(cfg.model, num_items, text=text)
-
-
-def initial_shared(cfg: Config, num_items: int, text: torch.Tensor | None) -> "OrderedDict[str, np.ndarray]":
-    """The initial global shared weights: a model built from the seed every party shares (round 1)."""
-    torch.manual_seed(cfg.federated.seed)
-    model = InterestModel(cfg.model, num_items, text=text)
-    params = dict(model.named_parameters())
-    return OrderedDict((k, params[k].detach().numpy().copy())
-                       for k in shared_keys(model, personal_short_term=cfg.federated.personal_short_term))
 
 
 def load_weights(model: InterestModel, shared: dict[str, np.ndarray], store: DeviceStore) -> None:
@@ -93,10 +63,6 @@ def dp_plan(num_examples: int, *, batch_size: int, epochs: int) -> tuple[float, 
     return 1.0 / batches, batches * epochs
 
 
-def resolve_delta(cfg: Config, num_interactions: int) -> float:
-    return cfg.privacy.delta if cfg.privacy.delta > 0 else 1.0 / max(1, num_interactions)
-
-
 @dataclass
 class PreparedRound:
     """A device ready to train this round (everything but the optimisation itself)."""
@@ -109,6 +75,7 @@ class PreparedRound:
     ledger: PrivacyLedger | None
     global_shared: dict[str, np.ndarray] = field(default_factory=dict)  # the model this round started from
     noise_seed: int = 0  # user-level noise (a device secret unless reproducible_noise)
+    dropout_seed: int = 0  # torch's global RNG right before training: reproducible per (run seed, round, device)
 
 
 def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
@@ -123,8 +90,7 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
     model = build_device_model(cfg, data.num_items, text, data.device_id)
     load_weights(model, global_shared, store)
     model.to(resolve_device(fed.device))
-    seed = fed.seed * 7919 + round_id * 104729 + _stable_hash(data.device_id)
-    torch.manual_seed(seed)  # dropout masks: reproducible per (run seed, round, device), also after a resume
+    seed = dropout_seed = fed.seed * 7919 + round_id * 104729 + stable_hash(data.device_id)
     ledger = None
     if priv.user_level and round_id in store.contributed_rounds():  # a resumed run re-asks a released round
         return TrainOutcome(refused=True, reason=f"already contributed to round {round_id}: a second noisy delta for "
@@ -141,7 +107,7 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
             eps = ledger.epsilon()
             return TrainOutcome(refused=True, reason=f"budget: epsilon {eps:.3f} would exceed target "
                                 f"{priv.target_epsilon} after this round", metrics={"epsilon": eps})
-    return PreparedRound(data, store, model, windows, seed, ledger, dict(global_shared), noise_seed)
+    return PreparedRound(data, store, model, windows, seed, ledger, dict(global_shared), noise_seed, dropout_seed)
 
 
 def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, round_id: int) -> TrainOutcome:
@@ -163,22 +129,35 @@ def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, 
     return TrainOutcome(shared=shared, num_examples=result.num_examples, metrics=metrics)
 
 
+TrainStep = Callable[[Config, list[PreparedRound]], list[LocalTrainResult]]
+
+
+def local_step(cfg: Config, preps: list[PreparedRound]) -> list[LocalTrainResult]:
+    """The training step of a device round, device by device (DP-SGD when the device keeps a ledger).
+    A simulation back-end may plug in another step of the same signature (``simulations/backends/cohort.py``)."""
+    fed, priv = cfg.federated, cfg.privacy
+    results = []
+    for prep in preps:
+        torch.manual_seed(prep.dropout_seed)  # dropout masks: the same whatever ran before, also after a resume
+        common = dict(epochs=fed.local_epochs, lr=fed.lr, batch_size=fed.batch_size, seed=prep.seed,
+                      optimizer=fed.optimizer, device=resolve_device(fed.device))
+        if prep.ledger is not None:
+            results.append(train_local_dp(prep.model, prep.windows, noise_multiplier=priv.noise_multiplier,
+                                          max_grad_norm=priv.max_grad_norm, **common))
+        else:
+            results.append(train_local(prep.model, prep.windows, **common))
+    return results
+
+
 def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
                  round_id: int, text: torch.Tensor | None = None, max_interactions: int = 0) -> TrainOutcome:
-    """One local training round; see the module docstring. Refuses (without training) past the budget."""
+    """One local training round on plaintext global weights (``client/round.py`` adds decryption and the
+    reply). Refuses (without training) past the budget."""
     prep = prepare_round(data=data, store=store, global_shared=global_shared, cfg=cfg, round_id=round_id,
                          text=text, max_interactions=max_interactions)
     if isinstance(prep, TrainOutcome):
         return prep
-    fed, priv = cfg.federated, cfg.privacy
-    common = dict(epochs=fed.local_epochs, lr=fed.lr, batch_size=fed.batch_size, seed=prep.seed,
-                  optimizer=fed.optimizer, device=resolve_device(fed.device))
-    if prep.ledger is not None:
-        result = train_local_dp(prep.model, prep.windows, noise_multiplier=priv.noise_multiplier,
-                                max_grad_norm=priv.max_grad_norm, **common)
-    else:
-        result = train_local(prep.model, prep.windows, **common)
-    return finish_round(prep, result, cfg=cfg, round_id=round_id)
+    return finish_round(prep, local_step(cfg, [prep])[0], cfg=cfg, round_id=round_id)
 
 
 def device_evaluate(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
@@ -204,12 +183,3 @@ def validate_device_data(data: DeviceData) -> None:
     if len(bad):
         raise ValueError(f"device {data.device_id}: item index {int(bad[0])} outside the catalogue "
                          f"[1, {data.num_items - 1}] ({len(bad)} bad entries)")
-
-
-def privacy_unit(cfg: Config) -> str | None:
-    return PRIVACY_UNIT[cfg.privacy.mode]
-
-
-def _stable_hash(text: str) -> int:
-    """A process-independent small hash (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") % 1_000_003

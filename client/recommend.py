@@ -17,11 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from client.device import build_device_model, initial_shared, load_weights
+from client.device import load_weights
+from client.torchscript import script_module
 from client.runtime import GLOBAL_CKKS, GLOBAL_NPZ, Catalogue, DeviceState, DeviceStateError, device_text
 from shared_models.config import Config
-from shared_models.model import InterestModel
-from shared_models.sequences import PAD, left_pad
+from shared_models.model.interest import InterestModel
+from shared_models.model.state import build_device_model, initial_shared
+from shared_models.train.sequences import PAD, left_pad
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,7 @@ class Recommender:
 
     def _scripted_scores(self, inputs: torch.Tensor) -> torch.Tensor:
         if self._scripted is None:
-            from client.export import script_module  # the exported module: same maths, no Python overhead
-
-            self._scripted = script_module(self.model)
+            self._scripted = script_module(self.model)  # the exported module: same maths, no Python overhead
         return self._scripted(inputs)[0]
 
     def _top(self, scores: torch.Tensor, history: np.ndarray, k: int) -> list[Recommendation]:

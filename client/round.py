@@ -1,63 +1,136 @@
-"""One device round over either transport: plaintext weights, or server-blind (CKKS + Ed25519).
+"""THE device round, whatever carries the messages: decode -> train -> privatize -> encrypt -> sign.
 
-Both the ClientApp and the inline simulator call these, so simulation and deployment run the same code.
+Every transport drives this one pipeline: the Flower ClientApp (one device per message, simulated or
+deployed), the inline simulator (devices called in turn) and the cohort simulator, which only plugs a
+batched training step (``step``) into it. A round's inputs are one ``RoundInput``.
 """
 
 from __future__ import annotations
 
-import functools
-import json
+import logging
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from client.device import DeviceData, TrainOutcome, device_evaluate, device_train, initial_shared
+from client.device import (TrainOutcome, TrainStep, device_evaluate, finish_round, local_step, prepare_round)
 from client.secure import device_keys, encode_update, global_model
 from client.store import DeviceStore
 from client.user_dp import user_level_decoding
-from server.loop import TrainReply
 from shared_models.config import Config
+from shared_models.datasets.population import DeviceData
+from shared_models.messages import TrainReply
+from shared_models.model.state import initial_shared
+
+log = logging.getLogger(__name__)
 
 # what a device reports in clear under server-blind aggregation: timings only (the training loss is computed
 # on private data outside DP; epsilon, steps and sample rate reveal the example count)
 HE_VISIBLE_METRICS = ("decrypt_s", "encrypt_s")
 BUDGET_REASON = "privacy budget: the next round would exceed the device's target epsilon"
+TEMPLATES_CACHED = 4
 
 
-@functools.lru_cache(maxsize=4)
-def _template(cfg_json: str, num_items: int, text_id: int, text: torch.Tensor | None):
-    from shared_models.messages import config_from_json
+@dataclass(frozen=True)
+class DeviceContext:
+    """What a device brings to every round: its data and state, item text, ledger delta basis, keys."""
 
-    return initial_shared(config_from_json(cfg_json), num_items, text)
+    data: DeviceData
+    store: DeviceStore
+    text: torch.Tensor | None
+    max_interactions: int  # most training interactions on any device (delta = 1/this when privacy.delta = 0)
+    keys_dir: str = ""
 
 
-def global_weights(cfg: Config, received, *, num_items: int, text: torch.Tensor | None, keys_dir: str,
-                   device_id: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+@dataclass(frozen=True)
+class RoundInput:
+    """One device's round: who, under which config, with what the server sent."""
+
+    device: DeviceContext
+    cfg: Config
+    received: Any  # plaintext weights, the encrypted global sum (bytes), or None (HE, round 1)
+    round_id: int
+    node: int = -1  # the transport's node index (echoed in the reply)
+
+
+_templates: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _template(cfg: Config, num_items: int, text: torch.Tensor | None) -> dict[str, np.ndarray]:
+    """The initial shared model (key order and shapes of an encrypted update), built once per process."""
+    key = (repr(cfg.model), cfg.federated.seed, cfg.federated.personal_short_term, num_items, id(text))
+    if key not in _templates:
+        if len(_templates) >= TEMPLATES_CACHED:
+            _templates.pop(next(iter(_templates)))
+        _templates[key] = initial_shared(cfg, num_items, text)
+    return _templates[key]
+
+
+def global_weights(cfg: Config, received, device: DeviceContext) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Plaintext: the received arrays. HE: decrypt the received sum (None in round 1 = initial model); under
     user-level DP the sum is every round's noisy deltas, added to the initial model with a fixed denominator."""
     if not cfg.he.enabled:
         return received, {}
-    template = _template(json.dumps(cfg.to_dict(), sort_keys=True), num_items, id(text), text)
-    weights, total, decrypt_s = global_model(received, device_keys(keys_dir, device_id), template,
+    template = _template(cfg, device.data.num_items, device.text)
+    weights, total, decrypt_s = global_model(received, device_keys(device.keys_dir, device.data.device_id), template,
                                              **user_level_decoding(cfg))
     return weights, {"decrypt_s": decrypt_s, "total_weight": total}
 
 
-def train_round(*, data: DeviceData, store: DeviceStore, received, cfg: Config, round_id: int, node: int,
-                text: torch.Tensor | None, max_interactions: int, keys_dir: str = "") -> TrainReply:
-    weights, he_metrics = global_weights(cfg, received, num_items=data.num_items, text=text, keys_dir=keys_dir,
-                                         device_id=data.device_id)
-    out = device_train(data=data, store=store, global_shared=weights, cfg=cfg, round_id=round_id, text=text,
-                       max_interactions=max_interactions)
-    return make_reply(out, cfg=cfg, device_id=data.device_id, round_id=round_id, node=node, keys_dir=keys_dir,
-                      he_metrics=he_metrics)
+def train_round(inp: RoundInput) -> TrainReply:
+    """One device's round; an error is raised (the ClientApp turns it into Flower's error reply)."""
+    reply = train_rounds([inp])[0]
+    if reply.error:
+        raise RuntimeError(reply.error)
+    return reply
 
 
-def make_reply(out: TrainOutcome, *, cfg: Config, device_id: str, round_id: int, node: int, keys_dir: str,
-               he_metrics: dict[str, float]) -> TrainReply:
+def train_rounds(inputs: list[RoundInput], *, step: TrainStep = local_step) -> list[TrainReply]:
+    """The round of several devices of one config and round, in input order; ``step`` trains the prepared ones
+    (device by device, or batched). A device that fails gets an error reply: it never stops the others."""
+    replies: dict[int, TrainReply] = {}
+    ready: dict[int, tuple] = {}  # input index -> (PreparedRound, he metrics)
+    for i, inp in enumerate(inputs):
+        d = inp.device
+        try:
+            weights, he_metrics = global_weights(inp.cfg, inp.received, d)
+            prep = prepare_round(data=d.data, store=d.store, global_shared=weights, cfg=inp.cfg,
+                                 round_id=inp.round_id, text=d.text, max_interactions=d.max_interactions)
+            if isinstance(prep, TrainOutcome):
+                replies[i] = make_reply(prep, inp, he_metrics)
+            else:
+                ready[i] = (prep, he_metrics)
+        except Exception as exc:  # a bad device never stops the round
+            replies[i] = _failed(inp, exc)
+    if ready:
+        cfg = inputs[next(iter(ready))].cfg
+        try:
+            results = step(cfg, [prep for prep, _ in ready.values()])
+        except Exception as exc:
+            results = [exc] * len(ready)
+        for (i, (prep, he_metrics)), res in zip(ready.items(), results):
+            inp = inputs[i]
+            try:
+                if isinstance(res, Exception):
+                    raise res
+                replies[i] = make_reply(finish_round(prep, res, cfg=inp.cfg, round_id=inp.round_id), inp, he_metrics)
+            except Exception as exc:
+                replies[i] = _failed(inp, exc)
+    return [replies[i] for i in range(len(inputs))]
+
+
+def _failed(inp: RoundInput, exc: Exception) -> TrainReply:
+    log.error("device %s failed: %s: %s", inp.device.data.device_id, type(exc).__name__, exc,
+              exc_info=not isinstance(exc, ValueError))
+    return TrainReply(node=inp.node, error=f"{type(exc).__name__}: {exc}")
+
+
+def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float]) -> TrainReply:
     """What leaves the device: shared weights (plaintext) or an encrypted, signed update (HE)."""
-    reply = TrainReply(node=node, refused=out.refused, reason=out.reason, device_id=device_id,
-                       round_id=round_id, metrics={**out.metrics, **he_metrics})
+    cfg, device_id = inp.cfg, inp.device.data.device_id
+    reply = TrainReply(node=inp.node, refused=out.refused, reason=out.reason, device_id=device_id,
+                       round_id=inp.round_id, metrics={**out.metrics, **he_metrics})
     if cfg.he.enabled:
         reply.metrics = {k: v for k, v in reply.metrics.items() if k in HE_VISIBLE_METRICS}
         if out.refused and out.reason.startswith("budget"):
@@ -65,16 +138,16 @@ def make_reply(out: TrainOutcome, *, cfg: Config, device_id: str, round_id: int,
     if out.refused:
         return reply
     if cfg.he.enabled:
-        keys = device_keys(keys_dir, device_id)
+        keys = device_keys(inp.device.keys_dir, device_id)
         reply.payload, reply.signature, reply.metrics["encrypt_s"] = encode_update(
-            out.shared, weight=out.num_examples, keys=keys, round_id=round_id)
+            out.shared, weight=out.num_examples, keys=keys, round_id=inp.round_id)
     else:
         reply.shared, reply.num_examples = out.shared, out.num_examples
     return reply
 
 
-def evaluate_round(*, data: DeviceData, store: DeviceStore, received, cfg: Config, stage: str,
-                   text: torch.Tensor | None, keys_dir: str = "") -> int:
-    weights, _ = global_weights(cfg, received, num_items=data.num_items, text=text, keys_dir=keys_dir,
-                                device_id=data.device_id)
-    return device_evaluate(data=data, store=store, global_shared=weights, cfg=cfg, stage=stage, text=text)
+def evaluate_round(inp: RoundInput, stage: str) -> int:
+    """1-based full-catalogue rank of the device's ``stage`` item under the received global model."""
+    d = inp.device
+    weights, _ = global_weights(inp.cfg, inp.received, d)
+    return device_evaluate(data=d.data, store=d.store, global_shared=weights, cfg=inp.cfg, stage=stage, text=d.text)

@@ -29,10 +29,10 @@ import numpy as np
 from client.interactions import STORE_NAME, InteractionError, InteractionStore
 from client.store import DeviceStore
 from shared_models.config import Config, build_config, load_config
-from shared_models.privacy.atomic_io import atomic_write_json
+from shared_models.atomic_io import atomic_write_json
 
 if TYPE_CHECKING:
-    from client.device import DeviceData
+    from client.round import DeviceContext
 
 DEVICE_FILE, CONFIG_FILE, CATALOGUE_FILE = "device.json", "config.json", "catalogue.json"
 KEYS_DIR, GLOBAL_NPZ, GLOBAL_CKKS = "keys", "global_shared.npz", "global_sum.ckks"
@@ -90,7 +90,7 @@ class Catalogue:
 
 def catalogue_from_dataset(spec: str) -> tuple[Catalogue, "object"]:
     """(catalogue, Interactions) of a dataset spec (``ml-100k``, ``.inter`` or ``.csv``)."""
-    from simulations.datasets import load_interactions
+    from shared_models.datasets import load_interactions
 
     inter = load_interactions(spec)
     counts = np.bincount(inter.items, minlength=inter.num_items).astype(float)
@@ -223,27 +223,17 @@ def device_text(cfg: Config, cat: Catalogue):
     """Frozen title embeddings when the model uses them (computed on the device from the catalogue)."""
     if not cfg.model.text_embeddings:
         return None
-    from shared_models.factory import item_text_tensor
+    from shared_models.model.factory import item_text_tensor
 
     return item_text_tensor(cfg.model, cat.titles)
 
 
-@dataclass(frozen=True)
-class DeployedDevice:
-    """What the ClientApp needs from a real device's state directory for one message."""
-
-    data: "DeviceData"
-    store: DeviceStore
-    text: object  # torch.Tensor | None
-    max_interactions: int
-    keys_dir: str
-
-
-def deployed_device(root: Path | str, cfg: Config, received: object) -> DeployedDevice:
+def deployed_device(root: Path | str, cfg: Config, received: object) -> "DeviceContext":
     """Open a state dir for a federated message: adopt the run's config, keep the received global model
     (encrypted sum or plaintext weights) for ``recommend``, and split the stored history leave-one-out
     (last item = test, second-last = validation, the rest = training), as in simulation."""
-    from client.device import DeviceData  # torch + opacus: only when a device takes part in a run
+    from client.round import DeviceContext  # torch + opacus: only when a device takes part in a run
+    from shared_models.datasets.population import DeviceData
 
     state = DeviceState(root)
     cat = state.catalogue()
@@ -255,7 +245,7 @@ def deployed_device(root: Path | str, cfg: Config, received: object) -> Deployed
     _keep_global(state.root, received)
     data = DeviceData(device_id=state.user_id, train=history[:-2], valid=int(history[-2]), test=int(history[-1]),
                       num_items=cat.num_items)
-    return DeployedDevice(data, state.store(), device_text(cfg, cat), len(data.train), str(state.keys_dir))
+    return DeviceContext(data, state.store(), device_text(cfg, cat), len(data.train), str(state.keys_dir))
 
 
 def _keep_global(root: Path, received: object) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from shared_models.crypto import (DeviceKeys, decrypt_average, encrypt_update, load_device_keys, payload_sha256,
                                   sign_update)
+from shared_models.model.state import flatten, unflatten
 from shared_models.privacy.user_level import apply_noisy_sum
 
 KEYS_CACHE = 1024  # device key sets kept per process (a Ray actor hosts many simulated devices; they share
@@ -30,22 +31,6 @@ _decrypted: "OrderedDict[str, tuple]" = OrderedDict()  # sha256(blob) -> (contex
 def device_keys(keys_dir: str, device_id: str) -> DeviceKeys:
     """The device's keys: its signing key and the CKKS secret context, unsealed with its X25519 key."""
     return load_device_keys(Path(keys_dir), device_id, n_threads=1)
-
-
-def flatten(shared: dict[str, np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in shared.values()])
-
-
-def unflatten(vector: np.ndarray, template: dict[str, np.ndarray]) -> "OrderedDict[str, np.ndarray]":
-    out: "OrderedDict[str, np.ndarray]" = OrderedDict()
-    offset = 0
-    for k, v in template.items():
-        n = int(np.prod(v.shape))
-        out[k] = vector[offset:offset + n].reshape(v.shape).astype(np.float32)
-        offset += n
-    if offset != len(vector):
-        raise ValueError(f"aggregate has {len(vector)} values, the shared model has {offset}")
-    return out
 
 
 def decode_global(blob: bytes | None, keys: DeviceKeys, template: dict[str, np.ndarray]

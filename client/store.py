@@ -20,11 +20,8 @@ import torch
 from shared_models.atomic_io import atomic_write_bytes
 from shared_models.config import PrivacyConfig
 from shared_models.privacy import PrivacyLedger
+from shared_models.privacy.units import DEVICE_LEDGER_UNIT
 
-# what an epsilon protects: add/remove one disjoint training window (device ledger), or one whole device
-PRIVACY_UNIT = {"none": None, "example": "window", "user": "user", "example+user": "user"}
-EXAMPLE_MODES = ("example", "example+user")  # modes with DP-SGD (and a window-level ledger) on the device
-DEVICE_LEDGER_UNIT = "window"
 NOISE_SECRET_BYTES = 32
 
 

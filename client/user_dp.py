@@ -10,8 +10,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from client.secure import flatten, unflatten
 from shared_models.config import Config
+from shared_models.model.state import flatten, unflatten
 from shared_models.privacy.user_level import privatize_delta
 
 USER_NOISE_STREAM = 2  # SeedSequence spawn key: independent of the example-level DP-SGD stream of the same seed

@@ -1,13 +1,15 @@
-"""The Flower ServerApp: thin glue around ``simulations.simulate.run_job`` over a Grid transport.
+"""The Flower ServerApp: thin glue around ``server.job.run_job`` over a Grid transport.
 
-Two ways in: ``fedinterest simulate`` fills ``JOB`` in-process (run_simulation runs this app in a thread);
-``flwr run .`` gives the config in ``context.run_config`` (flattened ``[tool.flwr.app.config]``), with
-``run-dir`` naming where outputs go.
+Two ways in. ``flwr run .`` uses the module-level ``app``: the config comes from ``context.run_config``
+(flattened ``[tool.flwr.app.config]``) and ``run-dir`` names where outputs go. ``fedinterest simulate``
+builds its own app with ``make_app(SimulationJob(...))``: the job travels in that app (no module state), and
+the result comes back in the job object.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,40 +17,57 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.grid_transport import GridTransport
-from simulations.devices import config_from_run_config, population
+from server.job import prepare_keys, run_job
+from shared_models.config import Config, config_from_run_config
+from shared_models.datasets.population import population
 
 log = logging.getLogger(__name__)
-JOB: dict[str, Any] = {}  # filled by simulations.flower_backend for in-process simulations
 DEFAULT_RUN_DIR = "runs/flwr-run"
 REPLY_TIMEOUT_S = 3600.0
 
-app = ServerApp()
+
+@dataclass
+class SimulationJob:
+    """A run handed to an in-process ServerApp by the simulation harness."""
+
+    cfg: Config
+    run_dir: Path
+    expected_nodes: int
+    max_in_flight: int = 0
+    progress: bool = True
+    active: bool = True  # False once the harness has ended the simulation: the round loop then stops
+    result: dict[str, Any] | None = None
 
 
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    from simulations.simulate import prepare_keys, run_job  # late import: keeps the ServerApp module light
+def make_app(job: SimulationJob | None = None) -> ServerApp:
+    """A ServerApp that runs ``job`` (in-process simulation), or reads its run from the run config."""
+    app = ServerApp()
 
-    if JOB.get("cfg") is not None:
-        cfg, run_dir, progress = JOB["cfg"], Path(JOB["run_dir"]), JOB.get("progress", True)
-        expected = JOB["expected_nodes"]
-        token = JOB.get("token")
-        in_flight = int(JOB.get("max_in_flight", 0))
-        broadcast = str(run_dir / "broadcast")  # devices share this disk: publish the state once a round
-        alive = lambda: JOB.get("token") is token  # noqa: E731 -- False once that simulation has ended
-    else:
-        alive = None
-        cfg = config_from_run_config(dict(context.run_config))
-        run_dir = Path(str(context.run_config.get("run-dir", DEFAULT_RUN_DIR))).resolve()
-        progress = False
-        expected = cfg.federated.expected_nodes or len(population(cfg).devices)
-        in_flight = cfg.federated.max_in_flight
-        broadcast = ""  # `flwr run`: devices may be anywhere, the state travels in the messages
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keys_dir = prepare_keys(cfg, population(cfg), run_dir)
-    transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S,
-                              keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s, alive=alive,
-                              max_in_flight=in_flight, broadcast_dir=broadcast)
-    result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
-    JOB["result"] = result
-    log.info("metrics written to %s", run_dir / "metrics.json")
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        if job is not None:
+            cfg, run_dir, progress, expected = job.cfg, Path(job.run_dir), job.progress, job.expected_nodes
+            in_flight = job.max_in_flight
+            broadcast = str(run_dir / "broadcast")  # devices share this disk: publish the state once a round
+            alive = lambda: job.active  # noqa: E731
+        else:
+            cfg = config_from_run_config(dict(context.run_config))
+            run_dir = Path(str(context.run_config.get("run-dir", DEFAULT_RUN_DIR))).resolve()
+            progress, alive = False, None
+            expected = cfg.federated.expected_nodes or len(population(cfg).devices)
+            in_flight = cfg.federated.max_in_flight
+            broadcast = ""  # `flwr run`: devices may be anywhere, the state travels in the messages
+        run_dir.mkdir(parents=True, exist_ok=True)
+        keys_dir = prepare_keys(cfg, population(cfg), run_dir)
+        transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S,
+                                  keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s, alive=alive,
+                                  max_in_flight=in_flight, broadcast_dir=broadcast)
+        result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
+        if job is not None:
+            job.result = result
+        log.info("metrics written to %s", run_dir / "metrics.json")
+
+    return app
+
+
+app = make_app()

@@ -7,14 +7,10 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Message, MessageType
 
-from server.loop import TrainReply
-from shared_models.broadcast import encode_state, publish
 from shared_models.config import Config
-from shared_models.messages import (ARRAYS, CONFIG, GLOBAL_SUM, KEY_BROADCAST, KEY_BROADCAST_DIR, KEY_CONFIG_JSON,
-                                    KEY_DEVICE_ID, KEY_KEYS_DIR, KEY_REASON, KEY_ROUND, KEY_RUN_DIR, KEY_SIGNATURE,
-                                    KEY_SIGNED_ROUND, KEY_STAGE, METRICS, UPDATE, bytes_array, config_to_json)
+from shared_models.messages import TrainReply, config_to_json, decode_rank, decode_train_reply, instruction_builder
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # waiting for nodes to register
@@ -96,22 +92,8 @@ class GridTransport:
         return replies
 
     def _content_fn(self, round_id: int, received, stage: str = ""):
-        """A builder of one message's content. Plaintext: the global arrays; HE: the encrypted global sum as raw
-        bytes (absent in round 1); with ``broadcast_dir``: the digest of the state published there."""
-        conf = {KEY_ROUND: round_id, KEY_STAGE: stage, KEY_CONFIG_JSON: self._config_json,
-                KEY_RUN_DIR: self.run_dir, KEY_KEYS_DIR: self.keys_dir}
-        if self.broadcast_dir and (isinstance(received, dict) or received):
-            conf.update({KEY_BROADCAST: publish(self.broadcast_dir, encode_state(received)),
-                         KEY_BROADCAST_DIR: self.broadcast_dir})
-            return lambda: RecordDict({ARRAYS: ArrayRecord({}), CONFIG: ConfigRecord(dict(conf))})
-
-        def content() -> RecordDict:
-            if isinstance(received, dict):
-                arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in received.items()})
-            else:
-                arrays = ArrayRecord({GLOBAL_SUM: bytes_array(received)} if received else {})
-            return RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(dict(conf))})
-        return content
+        return instruction_builder(self._config_json, received, round_id=round_id, stage=stage, run_dir=self.run_dir,
+                                   keys_dir=self.keys_dir, broadcast_dir=self.broadcast_dir)
 
     def train(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray]) -> list[TrainReply]:
         replies = self._send(nodes, self._content_fn(round_id, shared), MessageType.TRAIN)
@@ -123,7 +105,7 @@ class GridTransport:
             elif msg.has_error():
                 out.append(TrainReply(node=n, error=f"code {msg.error.code}: {_short(msg.error.reason)}"))
             else:
-                out.append(_train_reply(n, msg))
+                out.append(decode_train_reply(n, msg))
         return out
 
     def evaluate(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray], stage: str) -> dict[int, int]:
@@ -133,25 +115,8 @@ class GridTransport:
             if msg.has_error():
                 log.warning("node %d failed to evaluate: %s", n, _short(msg.error.reason))
             else:
-                ranks[n] = int(msg.content[METRICS]["rank"])
+                ranks[n] = decode_rank(msg)
         return ranks
-
-
-def _train_reply(node: int, msg: Message) -> TrainReply:
-    metrics = dict(msg.content[METRICS])
-    conf = msg.content[CONFIG] if CONFIG in msg.content else {}
-    rep = TrainReply(node=node, refused=bool(metrics.pop("refused", 0)), num_examples=int(metrics.pop("num-examples", 0)),
-                     reason=str(conf.get(KEY_REASON, "")), device_id=str(conf.get(KEY_DEVICE_ID, "")),
-                     round_id=int(conf.get(KEY_SIGNED_ROUND, 0)), signature=bytes(conf.get(KEY_SIGNATURE, b"")),
-                     metrics={k: float(v) for k, v in metrics.items()})
-    arrays = msg.content[ARRAYS] if ARRAYS in msg.content else {}
-    if UPDATE in arrays:
-        rep.payload = bytes(arrays[UPDATE].data)
-    elif arrays and not rep.refused:
-        rep.shared = {k: a.numpy() for k, a in arrays.items()}
-    if rep.refused:
-        log.info("node %d declined to train: %s", node, rep.reason)
-    return rep
 
 
 def _short(reason: str, limit: int = 300) -> str:

@@ -24,25 +24,11 @@ import numpy as np
 from server.aggregation import fedavg
 from server.optimizers import ServerOptimizer, ema_step
 from shared_models.config import Config
-from shared_models.metrics import summarize
+from shared_models.messages import TrainReply
+from shared_models.train.metrics import summarize
 from shared_models.privacy.user_level import client_sample_rate, poisson_sample
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainReply:
-    node: int
-    shared: dict[str, np.ndarray] | None = None  # plaintext transport
-    num_examples: int = 0  # plaintext transport only (under HE the weight is inside the ciphertext)
-    refused: bool = False
-    reason: str = ""  # why a device declined (e.g. its privacy budget)
-    error: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
-    device_id: str = ""  # HE transport: who signed
-    round_id: int = 0  # HE transport: the round the device signed
-    payload: bytes | None = None  # HE transport: encrypted weighted update
-    signature: bytes = b""
 
 
 class PlainFedAvg:

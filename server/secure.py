@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from server.loop import TrainReply
+from shared_models.messages import TrainReply
 from shared_models.crypto import (Aggregator, PayloadError, ServerKeys, add_aggregates, payload_sha256,
                                   verify_update)
 

@@ -9,11 +9,14 @@ its temporary file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 TEMP_SUFFIX = ".tmp"
+JSON_INDENT = 2
 
 
 def fsync_directory(directory: Path) -> None:
@@ -44,3 +47,9 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, mode: int | None = None
             os.unlink(tmp_name)
         raise
     fsync_directory(path.parent)
+
+
+def atomic_write_json(path: Path | str, data: Any) -> None:
+    """Write ``data`` as strict JSON (no NaN/Infinity, sorted keys) to ``path`` atomically."""
+    text = json.dumps(data, indent=JSON_INDENT, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))

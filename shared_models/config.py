@@ -377,3 +377,17 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, *, 
         return build_config(data, overrides, cls=cls)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def config_from_run_config(run_config: dict) -> Config:
+    """Flower's flat run config (``"privacy.noise-multiplier": 1.0``) -> our typed Config."""
+    nested: dict = {}
+    for dotted, value in run_config.items():
+        if dotted in ("run-dir", "config-file"):
+            continue
+        node = nested
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return build_config(nested)

@@ -18,3 +18,8 @@ def cache_root() -> Path:
     xdg = os.environ.get(XDG_ENV)
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / APP_DIR
+
+
+def device_state_dir(run_dir: Path | str, device_id: str) -> Path:
+    """A simulated device's state directory inside its run directory."""
+    return Path(run_dir) / "devices" / device_id

@@ -12,11 +12,11 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared_models.config import Config
-from shared_models.evaluation import evaluate_split
-from shared_models.factory import build_model
-from shared_models.sequences import build_windows
-from shared_models.training import resolve_device, seed_everything, train_epoch
-from simulations.data import load_split
+from shared_models.train.evaluation import evaluate_split
+from shared_models.model.factory import build_model
+from shared_models.train.sequences import build_windows
+from shared_models.train.training import resolve_device, seed_everything, train_epoch
+from shared_models.datasets.load import load_split
 
 log = logging.getLogger(__name__)
 SELECT_METRIC = "ndcg@10"

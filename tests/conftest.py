@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from simulations.datasets import Interactions, grouplens, load_interactions, recbole_wheel
-from simulations.datasets.cache import CACHE_ENV, ML100K_DIR, ML100K_SHA256
+from shared_models.datasets import Interactions, grouplens, load_interactions, recbole_wheel
+from shared_models.datasets.cache import CACHE_ENV, ML100K_DIR, ML100K_SHA256
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_ML100K = REPO_ROOT.parent / "shared" / "data" / "ml-100k"
@@ -26,7 +26,7 @@ def shared_ml100k(tmp_path_factory: pytest.TempPathFactory) -> Path:
     missing = [name for name in ML100K_SHA256 if not (SHARED_ML100K / name).is_file()]
     if not missing:
         return SHARED_ML100K
-    from simulations.datasets import fetch_ml100k
+    from shared_models.datasets import fetch_ml100k
 
     try:
         return fetch_ml100k(tmp_path_factory.mktemp("ml100k-cache"))

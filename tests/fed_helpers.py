@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shared_models.config import Config, build_config
-from simulations.datasets import make_synthetic, write_csv
+from shared_models.datasets import make_synthetic, write_csv
 
 TINY_MODEL = {"hidden": 16, "max-len": 12, "short-len": 4, "num-layers": 1, "num-heads": 2, "inner": 32,
               "dropout": 0.0}

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from simulations.audit_bound import epsilon_lower_bound, p_value
+from simulations.audit.bound import epsilon_lower_bound, p_value
 
 
 def test_perfect_guesses_without_delta_match_the_closed_form() -> None:
@@ -43,7 +43,7 @@ def test_gdp_conversion_matches_the_gaussian_mechanism_and_the_estimate_separate
     """μ = 1 is the Gaussian mechanism with σ = sensitivity: ε ≈ 4.38 at δ = 1e-5 (analytic Gaussian)."""
     import numpy as np
 
-    from simulations.audit_bound import gaussian_epsilon_estimate, gdp_to_epsilon
+    from simulations.audit.bound import gaussian_epsilon_estimate, gdp_to_epsilon
 
     assert gdp_to_epsilon(1.0, delta=1e-5) == pytest.approx(4.377, abs=0.01)
     assert gdp_to_epsilon(2.0, delta=1e-5) > 2 * gdp_to_epsilon(1.0, delta=1e-5) > 0 == gdp_to_epsilon(0.0, delta=1e-5)

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from shared_models.privacy import DEFAULT_ORDERS, epsilon_from_history
-from simulations.audit_crosscheck import REL_TOLERANCE, cross_check, pld_epsilon, rdp_epsilon
+from simulations.audit.crosscheck import REL_TOLERANCE, cross_check, pld_epsilon, rdp_epsilon
 
 DELTA = 1e-5
 GRID = list(itertools.product((0.8, 1.5, 3.0), (0.01, 0.1, 1.0), (1, 10, 100)))

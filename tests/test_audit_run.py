@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from server.round_log import RoundLog, aggregate_sha256, code_version, config_hash
 from shared_models.config import build_config
 from shared_models.crypto import load_private_key
-from shared_models.dp_training import train_local
+from shared_models.train.dp_training import train_local
 from shared_models.privacy import epsilon_from_history
-from simulations.audit import audit_run
-from simulations.cli_audit import audit_app
-from simulations.datasets import make_synthetic, write_csv
+from simulations.audit.run import audit_run
+from simulations.cli.audit import audit_app
+from shared_models.datasets import make_synthetic, write_csv
 from simulations.simulate import simulate
 
 ROUNDS = 2
@@ -158,7 +158,7 @@ def test_empirical_audit_flags_no_dp_and_stays_below_the_dp_claim(dp_copy: Path,
 
 def test_empirical_audit_catches_dp_sgd_that_adds_no_noise(dp_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 'DP' trainer that reports sigma 3 but trains without clipping or noise: the bound exceeds its claim."""
-    import simulations.audit_empirical as emp
+    import simulations.audit.empirical as emp
 
     def noiseless(model, windows, *, noise_multiplier, max_grad_norm, **kw):
         result = train_local(model, windows, **kw)

@@ -16,11 +16,11 @@ from fed_helpers import synthetic_csv, tiny_config
 from server.round_log import RoundLog
 from shared_models.crypto import load_private_key
 from shared_models.privacy import epsilon_from_history
-from simulations.audit import audit_run
-from simulations.audit_crosscheck import pld_epsilon, rdp_epsilon
-from simulations.audit_empirical_user import empirical_user_audit
-from simulations.audit_user import initial_aggregate_sha
-from simulations.cli_audit import audit_app
+from simulations.audit.run import audit_run
+from simulations.audit.crosscheck import pld_epsilon, rdp_epsilon
+from simulations.audit.empirical_user import empirical_user_audit
+from simulations.audit.user import initial_aggregate_sha
+from simulations.cli.audit import audit_app
 from simulations.simulate import simulate
 
 Q, Z, CLIP, ROUNDS, MTN = 10 / 30, 1.0, 0.5, 2, 2
@@ -213,7 +213,7 @@ def test_empirical_canary_clients_stay_below_the_claim(run: Path) -> None:
 def test_empirical_bound_is_far_higher_without_noise(monkeypatch: pytest.MonkeyPatch, run: Path) -> None:
     tiny = empirical_user_audit(noise_multiplier=0.01, clip=CLIP, min_train_nodes=MTN, delta=1e-5, confidence=0.95)
     assert tiny.correct == tiny.guesses == 500 and tiny.epsilon_lower > 4.5  # z = 1 gives < 2 (test above)
-    import simulations.audit_empirical_user as emp
+    import simulations.audit.empirical_user as emp
     from shared_models.privacy.user_level import privatize_delta
 
     def noiseless(delta, *, clip, noise_multiplier, min_contributors, rng):  # claims z, adds nothing

@@ -9,9 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from shared_models.config import build_config
-from shared_models.item_text import encode_texts
+from shared_models.model.item_text import encode_texts
 from simulations.central import train_central
-from simulations.cli import app
+from simulations.cli.main import app
 from tests.fed_helpers import TINY_MODEL, synthetic_csv
 
 RESULT_KEYS = {"dataset", "model", "config", "metrics", "valid_metrics", "epochs", "wall_s"}

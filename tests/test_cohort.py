@@ -1,4 +1,4 @@
-"""Vectorized cohort DP-SGD (``shared_models.cohort``) against Opacus' one-device-at-a-time path."""
+"""Vectorized cohort DP-SGD (``shared_models.train.cohort``) against Opacus' one-device-at-a-time path."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from client.device import dp_plan
-from shared_models.cohort import train_cohort_dp
+from shared_models.train.cohort import train_cohort_dp
 from shared_models.config import ModelConfig
-from shared_models.dp_training import train_local_dp
-from shared_models.model import InterestModel
-from shared_models.sequences import Windows, build_windows
+from shared_models.train.dp_training import train_local_dp
+from shared_models.model.interest import InterestModel
+from shared_models.train.sequences import Windows, build_windows
 
 torch.set_num_threads(1)
 ITEMS, LR, CLIP = 30, 0.05, 0.5

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from simulations.datasets import DatasetError, fetch_ml100k, grouplens, recbole_wheel
-from simulations.datasets.cache import (CACHE_ENV, MANIFEST_NAME, ML100K_SHA256, XDG_ENV,
+from shared_models.datasets import DatasetError, fetch_ml100k, grouplens, recbole_wheel
+from shared_models.datasets.cache import (CACHE_ENV, MANIFEST_NAME, ML100K_SHA256, XDG_ENV,
                                         atomic_write_bytes, cache_root, sha256_file)
 
 REAL_WHEEL_SOURCE = recbole_wheel.download_recbole_wheel

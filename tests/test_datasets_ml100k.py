@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulations.datasets import Interactions, leave_one_out, sequences_by_user
+from shared_models.datasets import Interactions, leave_one_out, sequences_by_user
 
 ML100K_USERS = 943
 ML100K_ITEMS = 1682

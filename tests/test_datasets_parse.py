@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.datasets import DatasetError, load_interactions
+from shared_models.datasets import DatasetError, load_interactions
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 ITEM_FILE = (

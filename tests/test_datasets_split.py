@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulations.datasets import DatasetError, leave_one_out, load_interactions, sequences_by_user
+from shared_models.datasets import DatasetError, leave_one_out, load_interactions, sequences_by_user
 
 TINY_CSV = """user,item,timestamp
 alice,10,5

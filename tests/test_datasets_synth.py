@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulations.datasets import (Interactions, leave_one_out, load_interactions, make_synthetic,
+from shared_models.datasets import (Interactions, leave_one_out, load_interactions, make_synthetic,
                                   planted_structure, write_csv)
 
 USERS, ITEMS, CLUSTERS, SEED = 300, 240, 8, 7

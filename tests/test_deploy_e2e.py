@@ -26,7 +26,7 @@ from client.recommend import Recommender
 from client.runtime import DeviceState, init_device
 from shared_models.crypto import init_keys
 from shared_models.crypto.tls import init_deploy_keys
-from simulations.devices import config_from_run_config
+from shared_models.config import config_from_run_config
 from tests.fed_helpers import TINY_MODEL, synthetic_csv
 
 pytestmark = pytest.mark.deploy

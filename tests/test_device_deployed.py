@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from client.recommend import Recommender
-from client.round import HE_VISIBLE_METRICS, train_round
+from client.round import HE_VISIBLE_METRICS, RoundInput, train_round
 from client.runtime import (GLOBAL_CKKS, GLOBAL_NPZ, DeviceState, DeviceStateError, add_interaction,
                             deployed_device, install_device_keys, init_device)
 from shared_models.config import build_config
@@ -29,9 +29,7 @@ def _round(states, cfg, round_id, received):
     replies = []
     for i, s in enumerate(states):
         dev = deployed_device(s, cfg, received)
-        replies.append(train_round(data=dev.data, store=dev.store, received=received, cfg=cfg, round_id=round_id,
-                                   node=i, text=dev.text, max_interactions=dev.max_interactions,
-                                   keys_dir=dev.keys_dir))
+        replies.append(train_round(RoundInput(dev, cfg, received, round_id, node=i)))
     return replies
 
 
@@ -62,7 +60,7 @@ def test_two_he_rounds_from_state_dirs_then_recommend(tmp_path):
 
 
 def _n_params(state, cfg) -> int:
-    from client.device import initial_shared
+    from shared_models.model.state import initial_shared
 
     return int(sum(v.size for v in initial_shared(cfg, DeviceState(state).catalogue().num_items, None).values()))
 

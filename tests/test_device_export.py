@@ -12,8 +12,8 @@ import torch
 
 from client.export import export_model, load_exported
 from client.recommend import Recommender
-from simulations.data import load_split
-from shared_models.sequences import left_pad
+from shared_models.datasets.load import load_split
+from shared_models.train.sequences import left_pad
 from tests.test_device_helpers import make_device, train_central
 
 USERS, ITEMS = 40, 200

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from client.runtime import GLOBAL_NPZ, DeviceState, init_device
-from shared_models.model import InterestModel
-from shared_models.sequences import build_windows
-from shared_models.training import seed_everything, train_epoch
-from simulations.data import load_split
+from shared_models.model.interest import InterestModel
+from shared_models.train.sequences import build_windows
+from shared_models.train.training import seed_everything, train_epoch
+from shared_models.datasets.load import load_split
 from tests.fed_helpers import TINY_MODEL, synthetic_csv
 
 

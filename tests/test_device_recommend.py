@@ -9,7 +9,7 @@ import torch
 
 from client.recommend import Recommender, _AttentionProbe, fast_inference, global_shared
 from client.runtime import GLOBAL_CKKS, GLOBAL_NPZ, DeviceState, DeviceStateError, add_interaction, init_device
-from shared_models.sequences import left_pad
+from shared_models.train.sequences import left_pad
 from tests.test_device_helpers import make_device, train_central
 
 

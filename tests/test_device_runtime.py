@@ -12,7 +12,7 @@ from client.cli_device import device_app, export_cmd, recommend_cmd
 from client.interactions import InteractionError
 from client.runtime import (CATALOGUE_FILE, Catalogue, DeviceState, DeviceStateError, add_interaction,
                             import_interactions, init_device)
-from simulations.datasets import load_interactions
+from shared_models.datasets import load_interactions
 from tests.test_device_helpers import make_device
 
 

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from client.device import DeviceData, device_evaluate, device_train, dp_plan
+from client.device import device_evaluate, device_train, dp_plan
 from client.store import DeviceStore
 from shared_models.privacy import RDPAccountant
-from shared_models.sequences import build_windows
-from simulations.devices import initial_shared, population
+from shared_models.train.sequences import build_windows
+from shared_models.datasets.population import DeviceData, population
+from shared_models.model.state import initial_shared
 from tests.fed_helpers import synthetic_csv, tiny_config
 
 
@@ -81,9 +82,9 @@ def test_bad_item_in_device_data_raises_clearly(setup):
 def test_budget_precheck_plans_exactly_what_opacus_does(n, batch):
     """``dp_plan`` (used to refuse before training) must predict Opacus' sample rate and step count."""
     from shared_models.config import ModelConfig
-    from shared_models.dp_training import train_local_dp
-    from shared_models.model import InterestModel
-    from shared_models.sequences import Windows
+    from shared_models.train.dp_training import train_local_dp
+    from shared_models.model.interest import InterestModel
+    from shared_models.train.sequences import Windows
 
     rng = np.random.default_rng(0)
     w = Windows(rng.integers(1, 20, (n, 6)), rng.integers(1, 20, (n, 6)))

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from client.device import DeviceData, build_device_model, load_weights
+from client.device import load_weights
 from client.store import DeviceStore
 from server.loop import PlainFedAvg, run_rounds
-from shared_models.sequences import build_windows
-from simulations.devices import Population, initial_shared, population
-from simulations.inline import InlineTransport
+from shared_models.train.sequences import build_windows
+from shared_models.datasets.population import DeviceData, Population, population
+from shared_models.model.state import build_device_model, initial_shared
+from simulations.backends.inline import InlineTransport
 from tests.fed_helpers import synthetic_csv, tiny_config
 
 

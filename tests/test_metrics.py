@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared_models.metrics import paired_bootstrap, paired_bootstrap_ratio, per_user_metrics, summarize, target_ranks
+from shared_models.train.metrics import paired_bootstrap, paired_bootstrap_ratio, per_user_metrics, summarize, target_ranks
 
 
 def test_ranks_count_strictly_higher_scores_and_mask_seen():

@@ -5,7 +5,7 @@ import torch
 from opacus import GradSampleModule
 
 from shared_models.config import ModelConfig
-from shared_models.model import InterestModel
+from shared_models.model.interest import InterestModel
 
 NUM_ITEMS = 120
 KINDS = ["long", "short", "long-short"]

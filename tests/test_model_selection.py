@@ -104,7 +104,7 @@ def test_resumed_run_keeps_the_best_state(tmp_path, monkeypatch) -> None:
 
 def test_a_best_written_by_a_crashed_round_is_never_taken_for_the_committed_one(tmp_path) -> None:
     from server.loop import PlainFedAvg, RoundStats
-    from simulations.checkpoint import load_checkpoint, save_checkpoint
+    from server.checkpoint import load_checkpoint, save_checkpoint
 
     def stats(last: int) -> list[RoundStats]:
         return [RoundStats(r, 1, 1, 0, 0, 0, 0.0, 0.0, 0.0, 0.0) for r in range(1, last + 1)]

@@ -21,7 +21,7 @@ RAY_TMP = "/tmp/ray"  # Ray's default temp dir
 
 
 def test_local_backend_never_joins_another_cluster():
-    from simulations.flower_backend import backend_config
+    from simulations.backends.flower import backend_config
 
     init = backend_config(tiny_config(Path("unused.csv"))).get("init_args", {})
     assert init["address"] == "local" and init["num_cpus"] >= 1

@@ -61,7 +61,8 @@ def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_pat
 def test_device_refuses_to_retrain_a_round_already_in_its_ledger(tmp_path):
     from client.device import device_train
     from client.store import DeviceStore
-    from simulations.devices import initial_shared, population
+    from shared_models.datasets.population import population
+    from shared_models.model.state import initial_shared
 
     cfg = tiny_config(synthetic_csv(tmp_path / "s.csv"))
     pop = population(cfg)
@@ -96,7 +97,7 @@ def test_user_level_resume_after_a_released_round_never_reuses_a_contribution(tm
     round 2, every device that already sent a noisy delta for it refuses, and the ledger charges it once."""
     import json
 
-    import simulations.simulate as sim
+    import server.job as sim
 
     user = {"mode": "user", "user-noise-multiplier": 1.0, "user-clip": 0.5, "user-target-epsilon": 100.0}
     cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=20), privacy=user,

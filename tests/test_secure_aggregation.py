@@ -4,10 +4,11 @@ completes with the rest; the server context cannot decrypt; HE and plaintext run
 import numpy as np
 import pytest
 
-from client.round import train_round
-from client.secure import decode_global, device_keys, encode_update, flatten
+from client.round import DeviceContext, RoundInput, train_round
+from client.secure import decode_global, device_keys, encode_update
+from shared_models.model.state import flatten
 from client.store import DeviceStore
-from server.loop import TrainReply
+from shared_models.messages import TrainReply
 from server.secure import SecureAggregation
 from shared_models.crypto import HEConfig, decrypt_average, init_keys, load_server_keys
 from simulations.simulate import simulate
@@ -156,12 +157,12 @@ def test_he_run_matches_plaintext_run(tmp_path):
 
 def test_device_reply_under_he_hides_example_count_and_epsilon(tmp_path):
     cfg = tiny_config(synthetic_csv(tmp_path / "s.csv"), he={"enabled": True})
-    from simulations.devices import population
-    from simulations.simulate import prepare_keys
+    from shared_models.datasets.population import population
+    from server.job import prepare_keys
 
     pop = population(cfg)
     keys = prepare_keys(cfg, pop, tmp_path)
-    rep = train_round(data=pop.devices[0], store=DeviceStore(tmp_path / "d"), received=None, cfg=cfg, round_id=1,
-                      node=0, text=None, max_interactions=pop.max_interactions, keys_dir=keys)
+    device = DeviceContext(pop.devices[0], DeviceStore(tmp_path / "d"), None, pop.max_interactions, keys)
+    rep = train_round(RoundInput(device, cfg, None, 1, node=0))
     assert rep.payload and rep.shared is None and rep.num_examples == 0
     assert set(rep.metrics) <= {"train_loss", "decrypt_s", "encrypt_s"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shared_models.sequences import build_windows, history_matrix, left_pad, seen_mask, user_windows
+from shared_models.train.sequences import build_windows, history_matrix, left_pad, seen_mask, user_windows
 
 
 def test_left_pad_keeps_most_recent_at_the_end():

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.loop import PlainFedAvg, TrainReply
+from server.loop import PlainFedAvg
+from shared_models.messages import TrainReply
 from server.optimizers import FedAdam, FedAvgM, ServerOptimizer, fedadam_step, fedavgm_step, make_server_optimizer
 from shared_models.config import ConfigError, build_config
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from shared_models.evaluation import evaluate_split
-from shared_models.popularity import PopularityModel
+from shared_models.train.evaluation import evaluate_split
+from shared_models.model.popularity import PopularityModel
 from shared_models.privacy import PrivacyLedger
-from simulations.data import load_split
+from shared_models.datasets.load import load_split
 from simulations.simulate import simulate
 from tests.fed_helpers import synthetic_csv, tiny_config
 

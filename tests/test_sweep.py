@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from simulations import sweep as sweep_mod
-from simulations.plots import plot_frontier
-from simulations.sweep_spec import parse_sweep
-from simulations.sweep_summary import RESULT_COLUMNS, read_csv
+from simulations.sweep import run as sweep_mod
+from simulations.sweep.plots import plot_frontier
+from simulations.sweep.spec import parse_sweep
+from simulations.sweep.summary import RESULT_COLUMNS, read_csv
 from tests.fed_helpers import TINY_MODEL, synthetic_csv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

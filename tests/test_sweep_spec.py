@@ -5,10 +5,10 @@ import typer
 from typer.testing import CliRunner
 
 from shared_models.config import ConfigError, parse_overrides
-from simulations.cli_sweep import sweep_app
-from simulations.sweep import reference_config
-from simulations.sweep_grid import expand_grid, make_slug, toml_literal
-from simulations.sweep_spec import load_sweep, parse_sweep
+from simulations.cli.sweep import sweep_app
+from simulations.sweep.run import reference_config
+from simulations.sweep.grid import expand_grid, make_slug, toml_literal
+from simulations.sweep.spec import load_sweep, parse_sweep
 from tests.fed_helpers import TINY_MODEL
 
 NOISE = "privacy.noise-multiplier"

@@ -9,16 +9,18 @@ import math
 import numpy as np
 import pytest
 
-from client.secure import device_keys, encode_update, flatten
+from client.secure import device_keys, encode_update
+from shared_models.model.state import flatten
 from client.store import DeviceStore
 from client.device import device_train
-from server.loop import TrainReply, sample_nodes
+from server.loop import sample_nodes
+from shared_models.messages import TrainReply
 from server.secure import SecureAggregation
 from shared_models.config import ConfigError
 from shared_models.crypto import HEConfig, add_aggregates, decrypt_average, init_keys, load_server_keys
 from shared_models.privacy import epsilon_from_history
 from shared_models.privacy.user_level import clip_l2, device_noise_std, privatize_delta
-from simulations.devices import population
+from shared_models.datasets.population import population
 from simulations.simulate import simulate
 from tests.fed_helpers import synthetic_csv, tiny_config
 
@@ -107,7 +109,7 @@ def test_device_sends_only_a_clipped_noised_delta_of_the_shared_part(tmp_path):
     cfg = tiny_config(synthetic_csv(tmp_path / "s.csv"), privacy={**USER, "user-noise-multiplier": 0.0001},
                       federated=FED)
     pop = population(cfg)
-    from simulations.devices import initial_shared
+    from shared_models.model.state import initial_shared
 
     start = initial_shared(cfg, pop.num_items, None)
     out = device_train(data=pop.devices[0], store=DeviceStore(tmp_path / "d0"), global_shared=start, cfg=cfg,
@@ -140,7 +142,7 @@ def test_user_run_reports_the_server_accountant_and_he_matches_plaintext(tmp_pat
 
 def _assert_same_global_model(tmp_path):
     """The model devices decode from the CKKS running sum equals the plaintext server's model."""
-    from client.round import global_weights
+    from client.round import DeviceContext, global_weights
 
     cfg = json.loads((tmp_path / "he" / "config.json").read_text())
     from shared_models.config import build_config
@@ -148,8 +150,9 @@ def _assert_same_global_model(tmp_path):
     he_cfg = build_config(cfg)
     pop = population(he_cfg)
     blob = (tmp_path / "he" / "global_sum.ckks").read_bytes()
-    decoded, _ = global_weights(he_cfg, blob, num_items=pop.num_items, text=None,
-                                keys_dir=str(tmp_path / "he" / "keys"), device_id=pop.devices[3].device_id)
+    device = DeviceContext(pop.devices[3], DeviceStore(tmp_path / "d3"), None, pop.max_interactions,
+                           str(tmp_path / "he" / "keys"))
+    decoded, _ = global_weights(he_cfg, blob, device)
     with np.load(tmp_path / "plain" / "global_shared.npz") as plain:
         assert set(plain.files) == set(decoded)
         diff = np.concatenate([np.abs(plain[k] - decoded[k]).ravel() for k in plain.files])
@@ -186,7 +189,7 @@ def test_device_adds_its_noise_share_to_the_delta_and_never_contributes_twice(tm
     for z in (1e-9, 1.0):
         cfg = tiny_config(csv, privacy={**USER, "user-noise-multiplier": z, "user-clip": 50.0}, federated=FED)
         pop = population(cfg)
-        from simulations.devices import initial_shared
+        from shared_models.model.state import initial_shared
 
         start = initial_shared(cfg, pop.num_items, None)
         store = DeviceStore(tmp_path / f"z{z}")
@@ -228,7 +231,7 @@ def test_running_sum_capacity_is_checked_against_rounds(tmp_path):
 
 
 def test_example_plus_user_keeps_device_ledgers_and_the_cli_states_both_claims(tmp_path):
-    from simulations.report import privacy_line
+    from server.report import privacy_line
 
     out = _run(tmp_path, "both", privacy={**USER, "mode": "example+user"})
     p = out["privacy"]

@@ -6,8 +6,8 @@ import threading
 from queue import Queue
 from types import SimpleNamespace
 
-from simulations import vce_dispatch
-from simulations.vce_dispatch import dispatch_pending, faster_dispatch, nodes_with_pending
+from simulations.backends import dispatch as vce_dispatch
+from simulations.backends.dispatch import dispatch_pending, faster_dispatch, nodes_with_pending
 
 
 class _State:

@@ -2,7 +2,7 @@
 
 Every federated round a device trains with DP-SGD is appended as a
 :class:`LedgerEntry` and composed into an accountant from the registry; the
-whole ledger is then rewritten atomically (:mod:`.atomic_io`), so the budget
+whole ledger is then rewritten atomically (:mod:`shared_models.atomic_io`), so the budget
 spent survives restarts and crashes.  Reopening validates the file against
 the requested configuration and checks that the per-round rows and the
 stored accountant state agree.
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .atomic_io import atomic_write_json
+from shared_models.atomic_io import atomic_write_json
 from .base import Accountant
 from .ledger_entry import DuplicateRoundError, LedgerEntry
 from .ledger_format import build_document, load_checked
