@@ -79,8 +79,8 @@ class PreparedRound:
 
 
 def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
-                  round_id: int, text: torch.Tensor | None = None,
-                  max_interactions: int = 0) -> PreparedRound | TrainOutcome:
+                  round_id: int, text: torch.Tensor | None = None, max_interactions: int = 0,
+                  item_prior: np.ndarray | None = None) -> PreparedRound | TrainOutcome:
     """Validate, build the local model, and check the budget; a TrainOutcome means the device declines."""
     fed, priv = cfg.federated, cfg.privacy
     validate_device_data(data)
@@ -90,6 +90,7 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
     model = build_device_model(cfg, data.num_items, text, data.device_id)
     load_weights(model, global_shared, store)
     model.to(resolve_device(fed.device))
+    model.set_item_prior(None if item_prior is None else cfg.model.prior_weight * torch.as_tensor(item_prior))
     seed = dropout_seed = fed.seed * 7919 + round_id * 104729 + stable_hash(data.device_id)
     ledger = None
     if priv.user_level and round_id in store.contributed_rounds():  # a resumed run re-asks a released round
@@ -161,7 +162,7 @@ def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[st
 
 
 def device_evaluate(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
-                    stage: str, text: torch.Tensor | None = None) -> int:
+                    stage: str, text: torch.Tensor | None = None, item_prior: np.ndarray | None = None) -> int:
     """1-based full-catalogue rank of the device's ``stage`` item ("valid" or "test"), history masked."""
     if stage not in ("valid", "test"):
         raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
@@ -169,6 +170,7 @@ def device_evaluate(*, data: DeviceData, store: DeviceStore, global_shared: dict
     load_weights(model, global_shared, store)
     device = resolve_device(cfg.federated.device)
     model.to(device)
+    model.set_item_prior(None if item_prior is None else cfg.model.prior_weight * torch.as_tensor(item_prior))
     history = data.train if stage == "valid" else np.append(data.train, data.valid)
     target = data.valid if stage == "valid" else data.test
     ranks = rank_targets(model, [history], np.array([target]), num_items=data.num_items,

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from client.device import (TrainOutcome, TrainStep, device_evaluate, finish_round, local_step, prepare_round)
+from client import prior
+from client.device import TrainOutcome, TrainStep, device_evaluate, finish_round, local_step, prepare_round
 from client.secure import device_keys, encode_update, global_model
 from client.store import DeviceStore
 from client.user_dp import user_level_decoding
@@ -22,6 +23,7 @@ from shared_models.config import Config
 from shared_models.datasets.population import DeviceData
 from shared_models.messages import TrainReply
 from shared_models.model.state import initial_shared
+from shared_models.privacy.popularity import PRIOR_ROUND
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,12 @@ class RoundInput:
     device: DeviceContext
     cfg: Config
     received: Any  # plaintext weights, the encrypted global sum (bytes), or None (HE, round 1)
-    round_id: int
+    round_id: int  # PRIOR_ROUND (0): the popularity prior's contribution, not a training round
     node: int = -1  # the transport's node index (echoed in the reply)
+    prior: Any = None  # the released popularity prior (encrypted sum or plaintext counts), if any
+
+    def item_prior(self) -> np.ndarray | None:
+        return prior.decode(self.prior, keys_dir=self.device.keys_dir, device_id=self.device.data.device_id)
 
 
 _templates: dict[tuple, dict[str, np.ndarray]] = {}
@@ -94,9 +100,13 @@ def train_rounds(inputs: list[RoundInput], *, step: TrainStep = local_step) -> l
     for i, inp in enumerate(inputs):
         d = inp.device
         try:
+            if inp.round_id == PRIOR_ROUND:
+                replies[i] = prior.contribute(inp)
+                continue
             weights, he_metrics = global_weights(inp.cfg, inp.received, d)
             prep = prepare_round(data=d.data, store=d.store, global_shared=weights, cfg=inp.cfg,
-                                 round_id=inp.round_id, text=d.text, max_interactions=d.max_interactions)
+                                 round_id=inp.round_id, text=d.text, max_interactions=d.max_interactions,
+                                 item_prior=inp.item_prior())
             if isinstance(prep, TrainOutcome):
                 replies[i] = make_reply(prep, inp, he_metrics)
             else:
@@ -150,4 +160,5 @@ def evaluate_round(inp: RoundInput, stage: str) -> int:
     """1-based full-catalogue rank of the device's ``stage`` item under the received global model."""
     d = inp.device
     weights, _ = global_weights(inp.cfg, inp.received, d)
-    return device_evaluate(data=d.data, store=d.store, global_shared=weights, cfg=inp.cfg, stage=stage, text=d.text)
+    return device_evaluate(data=d.data, store=d.store, global_shared=weights, cfg=inp.cfg, stage=stage, text=d.text,
+                           item_prior=inp.item_prior())

@@ -42,6 +42,7 @@ class GridTransport:
         self.broadcast_dir = broadcast_dir
         self.timeout_s = timeout_s
         self._config_json = config_to_json(cfg)
+        self.prior = None  # the released popularity prior: sent with every instruction once set
         self._ids = self._wait_for_nodes(expected_nodes, node_wait_s)
 
     def __enter__(self) -> "GridTransport":
@@ -93,7 +94,7 @@ class GridTransport:
 
     def _content_fn(self, round_id: int, received, stage: str = ""):
         return instruction_builder(self._config_json, received, round_id=round_id, stage=stage, run_dir=self.run_dir,
-                                   keys_dir=self.keys_dir, broadcast_dir=self.broadcast_dir)
+                                   keys_dir=self.keys_dir, broadcast_dir=self.broadcast_dir, prior=self.prior)
 
     def train(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray]) -> list[TrainReply]:
         replies = self._send(nodes, self._content_fn(round_id, shared), MessageType.TRAIN)

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from server.checkpoint import load_checkpoint, save_checkpoint, trim_history
 from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, evaluation_state, run_rounds, write_json
 from server.optimizers import make_server_optimizer
+from server.prior import release_prior
 from server.report import build_result, ledger_epsilons
 from server.run_log import log_record, open_round_log, server_signing_key
 from server.secure import SecureAggregation
@@ -88,6 +89,10 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     accountant = UserAccountant(cfg, run_dir, len(pop.devices)) if cfg.privacy.user_level else None
     if accountant is not None:
         check_population(len(transport.node_ids()), len(pop.devices))
+    prior_summary = None
+    if cfg.privacy.prior:  # released once, before round 1, and sent with every instruction after it
+        transport.prior, prior_summary = release_prior(cfg, transport, run_dir, num_items=pop.num_items,
+                                                       keys_dir=keys_dir, accountant=accountant)
 
     def on_round(st: RoundStats) -> None:
         st.epsilon_max, st.epsilon_mean = ledger_epsilons(cfg, run_dir, pop)
@@ -120,6 +125,8 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     result = build_result(cfg, run_dir, pop, stats, test, strategy, time.perf_counter() - t0, accountant=accountant)
     if selection is not None:
         result["selection"] = selection.summary()
+    if prior_summary is not None:
+        result["privacy"]["prior"] = prior_summary
     write_json(run_dir / "metrics.json", result)
     return result
 

@@ -85,7 +85,10 @@ def user_privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats
             "mechanism": (f"DP-FedAvg, Poisson client sampling q={accountant.q:.6g}; each device clips its shared "
                           f"delta to L2 {p.user_clip} and adds N(0, ({p.user_noise_multiplier}*{p.user_clip})^2/"
                           f"{f.min_train_nodes}) per coordinate before encryption; fixed weight 1, fixed "
-                          f"denominator {f.clients_per_round}; RDP accountant over {accountant.rounds} rounds"),
+                          f"denominator {f.clients_per_round}; RDP accountant over {accountant.rounds} rounds"
+                          + (f", composed with the popularity prior's release (each device's distinct-item "
+                             f"histogram clipped to L2 {p.prior_clip}, noise multiplier {p.prior_noise_multiplier} "
+                             f"on the sum, sample rate 1, once)" if accountant.prior_charged else "")),
             "holds_against": (
                 "everyone who sees the model; the server sees only the encrypted sum (threat model section 5)"
                 if cfg.he.enabled else

@@ -89,6 +89,15 @@ class UserAccountant:
                     f"{self.ledger.target_epsilon} with round {round_id}")
         return ""
 
+    def would_exceed_prior(self, noise_multiplier: float) -> bool:
+        """Would the popularity prior's release (one Gaussian step at sample rate 1) pass the target?"""
+        return self.ledger.would_exceed(noise_multiplier=noise_multiplier, sample_rate=1.0, num_steps=1)
+
+    def record_prior(self, noise_multiplier: float) -> float:
+        """Charge the popularity prior's release (round id 0, before any training round)."""
+        self.ledger.record(round_id=0, noise_multiplier=noise_multiplier, sample_rate=1.0, num_steps=1)
+        return self.ledger.epsilon()
+
     def record(self, round_id: int) -> float:
         self.ledger.record(round_id=round_id, noise_multiplier=self.noise_multiplier, sample_rate=self.q,
                            num_steps=1)
@@ -99,8 +108,12 @@ class UserAccountant:
         return self.ledger.epsilon() if self.ledger.rounds else 0.0
 
     @property
+    def prior_charged(self) -> bool:
+        return any(e.round_id == 0 for e in self.ledger.rounds)
+
+    @property
     def rounds(self) -> int:
-        return len(self.ledger.rounds)
+        return sum(e.round_id > 0 for e in self.ledger.rounds)
 
 
 def sampler_seed(cfg: Config, run_dir: Path) -> int | None:

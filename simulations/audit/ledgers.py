@@ -61,6 +61,7 @@ class Claim:
     steps: int | None = None
     min_train_nodes: int | None = None
     example: "Claim | None" = None
+    prior_noise_multiplier: float | None = None  # the released popularity prior (one step at rate 1), if any
 
     @property
     def private(self) -> bool:
@@ -99,6 +100,14 @@ def _opt_int(x: Any) -> int | None:
     return None if x is None else int(x)
 
 
+def _prior_sigma(prior: Any, path: Path) -> float | None:
+    if prior is None:
+        return None
+    if not isinstance(prior, dict):
+        raise RunDirError(f"{path}: 'privacy.prior' must be an object or null")
+    return float(prior["noise_multiplier"]) if prior.get("released") else None
+
+
 def _claim(p: dict[str, Any], path: Path) -> Claim:
     example = p.get("example")
     if example is not None and not isinstance(example, dict):
@@ -109,7 +118,8 @@ def _claim(p: dict[str, Any], path: Path) -> Claim:
                      max_grad_norm=p.get("max_grad_norm"), accountant=str(p.get("accountant", "rdp")),
                      devices_trained=int(p.get("devices_trained") or 0), sample_rate=p.get("sample_rate"),
                      steps=_opt_int(p.get("steps")), min_train_nodes=_opt_int(p.get("min_train_nodes")),
-                     example=_claim(example, path) if example else None)
+                     example=_claim(example, path) if example else None,
+                     prior_noise_multiplier=_prior_sigma(p.get("prior"), path))
     except (KeyError, TypeError, ValueError) as exc:
         raise RunDirError(f"{path}: ill-typed 'privacy' block: {exc}") from None
 

@@ -38,15 +38,24 @@ def _open(run_dir: Path) -> tuple[DeviceLedger | None, str]:
 
 
 def _rows_vs_claim(led: DeviceLedger, claim: Claim) -> list[str]:
+    """Each row against the claim: the popularity prior's release first when the claim has one (z_prior, q=1,
+    one step), then one (z, q, one step) row per round."""
     out = []
     z, q = claim.noise_multiplier, claim.sample_rate
-    for i, (sigma, rate, steps) in enumerate(led.history, start=1):
+    history = list(led.history)
+    if claim.prior_noise_multiplier is not None:
+        first = history.pop(0) if history else None
+        if first is None or not _close(first[0], claim.prior_noise_multiplier) or first[1] != 1.0 or first[2] != 1:
+            out.append(f"{led.path}: row 1 records {first} but the claim's popularity prior is "
+                       f"(z={claim.prior_noise_multiplier:g}, q=1, one step)")
+    offset = len(led.history) - len(history)
+    for i, (sigma, rate, steps) in enumerate(history, start=1 + offset):
         if not _close(sigma, z) or q is None or not _close(rate, float(q)) or steps != 1:
             out.append(f"{led.path}: row {i} records (z={sigma:g}, q={rate:g}, steps={steps}) but the claim is "
                        f"(z={z:g}, q={q}, one step per round)")
             break
-    if led.rounds != claim.steps:
-        out.append(f"{led.path}: {led.rounds} rounds recorded but metrics.json claims {claim.steps} steps")
+    if led.rounds - offset != claim.steps:
+        out.append(f"{led.path}: {led.rounds - offset} rounds recorded but metrics.json claims {claim.steps} steps")
     claimed = claim.epsilon if claim.epsilon is not None else 0.0
     if led.epsilon > claimed * (1.0 + EPS_MATCH_REL):
         out.append(f"metrics.json claims user-level epsilon {claimed:.4g} but the server's ledger spends "
@@ -82,8 +91,9 @@ def check_user_crosscheck(claim: Claim, led: DeviceLedger | None) -> CheckResult
     steps, q = claim.steps or 0, float(claim.sample_rate or 0.0)
     ours = claim.epsilon if claim.epsilon is not None else 0.0
     orders = led.orders if led is not None and led.orders else list(DEFAULT_ORDERS)
-    xc = cross_check([(claim.noise_multiplier, q, steps)] if steps else [], ours=ours, delta=claim.delta or 1e-5,
-                     orders=orders)
+    events = [(claim.prior_noise_multiplier, 1.0, 1)] if claim.prior_noise_multiplier is not None else []
+    events += [(claim.noise_multiplier, q, steps)] if steps else []
+    xc = cross_check(events, ours=ours, delta=claim.delta or 1e-5, orders=orders)
     block = {"library": f"{library_name()} (RdpAccountant, same Renyi orders as the ledger)",
              "event": f"SelfComposed(PoissonSampled({q:.6g}, Gaussian({claim.noise_multiplier:g})), {steps})",
              "epsilon": _finite(xc.rdp_same_orders), "rdp_library_orders_epsilon": _finite(xc.rdp_library_orders),

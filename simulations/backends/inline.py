@@ -23,6 +23,7 @@ class InlineTransport:
 
     def __init__(self, cfg: Config, pop: Population, run_dir: Path, keys_dir: str = "") -> None:
         self.cfg, self.pop, self.run_dir, self.keys_dir = cfg, pop, Path(run_dir), keys_dir
+        self.prior = None  # the released popularity prior: given to every device round once set
 
     def __enter__(self) -> "InlineTransport":
         return self
@@ -39,7 +40,7 @@ class InlineTransport:
                              self.pop.max_interactions, self.keys_dir)
 
     def round_input(self, node: int, round_id: int, received) -> RoundInput:
-        return RoundInput(self.device(node), self.cfg, received, round_id, node)
+        return RoundInput(self.device(node), self.cfg, received, round_id, node, prior=self.prior)
 
     def train(self, round_id: int, nodes: list[int], received) -> list[TrainReply]:
         return [train_rounds([self.round_input(n, round_id, received)])[0] for n in nodes]
