@@ -1,7 +1,7 @@
 """Federated benchmark on ML-100K (all 943 devices): non-private FedAvg, DP-SGD on devices, DP + CKKS.
 
 Prints Recall@10 / NDCG@10 of each variant, epsilon (with delta and unit), rounds, clients per round, wall
-time and client updates per second, and the ratios the federated issue sets as targets:
+time and client updates per second, and two ratios:
 non-private federated vs centralized long-short (>= 0.90) and DP vs non-private federated (>= 0.70).
 The centralized reference is read from bench_central.py's results (long-short, all seeds found).
 Runs resume (simulate() continues a killed run), so rerunning the script only finishes what is missing.
