@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install  ## short DP + HE federated simulation on MovieLens-100K; prints metrics and epsilon
-	$(BIN)/fedinterest simulate --config simulations/configs/smoke.toml --out runs/smoke
+	$(BIN)/fedinterest simulate --config simulations/configs/smoke.toml --out runs/smoke --fresh \
+		--reference simulations/configs/reference-ml100k.json
 
 test: install  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q

@@ -10,9 +10,11 @@ from typing import Any
 
 from server.checkpoint import same_config
 from server.job import prepare_keys, run_job
+from server.loop import write_json
 from shared_models.config import Config
 from shared_models.datasets.population import population
 from simulations.backends.inline import InlineTransport
+from simulations.baselines import popularity_metrics
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,14 @@ def simulate(cfg: Config, run_dir: Path | str, *, progress: bool = True, resume:
         if cfg.federated.backend == "cohort":
             from simulations.backends.cohort import CohortTransport as transport_cls  # torch.func path
         with transport_cls(cfg, population(cfg), run_dir, keys_dir) as transport:
-            return run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
-    from simulations.backends.flower import run_flower_simulation  # imports flwr + ray lazily
+            result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
+    else:
+        from simulations.backends.flower import run_flower_simulation  # imports flwr + ray lazily
 
-    return run_flower_simulation(cfg, run_dir, progress=progress)
+        result = run_flower_simulation(cfg, run_dir, progress=progress)
+    result["baselines"] = {"popularity": popularity_metrics(cfg)}  # the same devices and test items
+    write_json(run_dir / "metrics.json", result)
+    return result
 
 
 def _finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from rich.table import Table
 console = Console(stderr=True)
 
 
-QUIET_LOGGERS = ("flwr", "ray", "urllib3", "sentence_transformers", "filelock", "httpx")
+QUIET_LOGGERS = ("flwr", "ray", "urllib3", "sentence_transformers", "filelock", "httpx", "alembic", "mlflow")
 
 
 def _quiet_third_party(record: logging.LogRecord) -> bool:

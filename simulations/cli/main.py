@@ -129,6 +129,8 @@ def simulate_cmd(
     set_: list[str] = typer.Option([], "--set", help="dotted override, e.g. --set privacy.mode=none"),
     fresh: bool = typer.Option(False, help="discard a previous (possibly interrupted) run in --out"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    reference: Optional[Path] = typer.Option(None, help="JSON with a 'metrics' block (another run's metrics.json "
+                                             "or a measured result) printed beside this run"),
 ) -> None:
     """Federated simulation (Flower simulation engine): DP-SGD on devices, FedAvg of the shared model.
 
@@ -136,15 +138,23 @@ def simulate_cmd(
     setup_logging(False)
     from shared_models.datasets import DatasetError
     from server.report import privacy_line
+    from simulations.baselines import load_reference
     from simulations.simulate import simulate
 
     try:
         cfg = load_config(config, set_)
+        ref = load_reference(reference) if reference is not None else None
         result = simulate(cfg, out, progress=not quiet, resume=not fresh)
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    console.print(metrics_table(f"federated {cfg.model.kind} on {cfg.data.dataset} (test, full ranking, "
-                                f"{result['evaluated_devices']} devices)", {"test": result["metrics"]}))
+    private = "private" if cfg.privacy.mode != "none" else "non-private"
+    rows = {f"this run ({private}, {cfg.model.kind})": result["metrics"]}
+    if "popularity" in result.get("baselines", {}):
+        rows["popularity (same devices)"] = result["baselines"]["popularity"]
+    if ref is not None:
+        rows[ref[0]] = {k: ref[1].get(k, float("nan")) for k in result["metrics"]}
+    console.print(metrics_table(f"federated {cfg.model.kind} on {cfg.data.dataset} (test, full ranking, history "
+                                f"masked, {result['evaluated_devices']} devices)", rows))
     console.print(privacy_line(result["privacy"]))
     t = result["timing"]
     console.print(f"{result['rounds']} rounds x {result['clients_per_round']} devices of {result['num_clients']}; "

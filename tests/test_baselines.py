@@ -1,0 +1,49 @@
+"""Reference points beside a run: popularity on the run's own devices, and stored references."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from shared_models.datasets.population import population
+from simulations.baselines import load_reference, popularity_metrics
+from tests.fed_helpers import synthetic_csv, tiny_config
+
+
+def test_popularity_ranks_each_test_item_among_unseen_items_by_training_counts(tmp_path):
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=12))
+    pop = population(cfg)
+    counts = np.zeros(pop.num_items)
+    for d in pop.devices:
+        np.add.at(counts, d.train, 1.0)
+    ranks = []
+    for d in pop.devices:  # by hand: items scoring higher than the target; seen items (but the target, which
+        scores = counts.copy()  # a user may see again) and padding excluded
+        seen = np.setdiff1d(np.append(d.train, d.valid), [d.test])
+        scores[0] = -np.inf
+        scores[seen] = -np.inf
+        ranks.append(1 + int(np.sum(scores > scores[d.test])))
+    got = popularity_metrics(cfg)
+    assert got["recall@10"] == pytest.approx(np.mean(np.array(ranks) <= 10))
+    assert got["mrr@10"] == pytest.approx(np.mean([1 / r if r <= 10 else 0 for r in ranks]))
+
+
+def test_reference_file_errors_name_the_file_and_field(tmp_path):
+    good = tmp_path / "ref.json"
+    good.write_text(json.dumps({"label": "central", "metrics": {"recall@10": 0.2}}))
+    assert load_reference(good) == ("central", {"recall@10": 0.2})
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"metrics": {"recall@10": "high"}}))
+    with pytest.raises(ValueError, match="bad.json: field 'metrics'"):
+        load_reference(bad)
+    with pytest.raises(ValueError, match="missing.json"):
+        load_reference(tmp_path / "missing.json")
+
+
+def test_shipped_reference_loads():
+    from pathlib import Path
+
+    label, metrics = load_reference(Path(__file__).resolve().parents[1] / "simulations/configs/reference-ml100k.json")
+    assert "non-private" in label and metrics["recall@10"] > 0.1
