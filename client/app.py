@@ -31,7 +31,7 @@ def round_input(msg: Message, context: Context) -> tuple[RoundInput, Instruction
     torch.set_num_threads(DEVICE_THREADS)
     ins = decode_instruction(msg)
     if STATE_DIR in context.node_config:
-        device = deployed_device(str(context.node_config[STATE_DIR]), ins.cfg, ins.received)
+        device = deployed_device(str(context.node_config[STATE_DIR]), ins.cfg, ins.received, ins.prior)
     else:
         pop = population(ins.cfg)
         data = pop.devices[int(context.node_config["partition-id"])]

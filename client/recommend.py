@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from client.device import load_weights
+from client.runtime import (GLOBAL_CKKS, GLOBAL_NPZ, PRIOR_CKKS, PRIOR_NPZ, Catalogue, DeviceState, DeviceStateError,
+                            device_text)
 from client.torchscript import script_module
-from client.runtime import GLOBAL_CKKS, GLOBAL_NPZ, Catalogue, DeviceState, DeviceStateError, device_text
 from shared_models.config import Config
 from shared_models.model.interest import InterestModel
 from shared_models.model.state import build_device_model, initial_shared
@@ -93,7 +94,22 @@ def load_device_model(state: DeviceState) -> tuple[InterestModel, str]:
     shared, source = global_shared(state, cfg, cat.num_items, text)
     model = build_device_model(cfg, cat.num_items, text, state.user_id)
     load_weights(model, shared, state.store())
+    prior = stored_prior(state)
+    model.set_item_prior(None if prior is None else cfg.model.prior_weight * torch.as_tensor(prior))
     return fast_inference(model), source
+
+
+def stored_prior(state: DeviceState) -> np.ndarray | None:
+    """The output bias from the popularity prior the device last received, if its run released one."""
+    from client import prior  # tenseal: only when a prior is stored
+
+    if (state.root / PRIOR_NPZ).is_file():
+        with np.load(state.root / PRIOR_NPZ) as z:
+            return prior.decode({k: z[k] for k in z.files}, keys_dir=str(state.keys_dir), device_id=state.user_id)
+    if (state.root / PRIOR_CKKS).is_file():
+        return prior.decode((state.root / PRIOR_CKKS).read_bytes(), keys_dir=str(state.keys_dir),
+                            device_id=state.user_id)
+    return None
 
 
 class Recommender:

@@ -12,11 +12,13 @@ Layout of ``STATE_DIR`` (everything stays on the device)::
     keys/                 this device's key material (manifest.json, clients/<id>/...), optional
     global_shared.npz     latest plaintext global shared weights, or
     global_sum.ckks       latest encrypted global sum (decrypted on the device with keys/)
+    global_prior.npz|.ckks  the run's released DP popularity prior (privacy.prior), plaintext or encrypted
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import shutil
 from collections import Counter
@@ -29,13 +31,14 @@ import numpy as np
 from client.interactions import STORE_NAME, InteractionError, InteractionStore
 from client.store import DeviceStore
 from shared_models.config import Config, build_config, load_config
-from shared_models.atomic_io import atomic_write_json
+from shared_models.atomic_io import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
     from client.round import DeviceContext
 
 DEVICE_FILE, CONFIG_FILE, CATALOGUE_FILE = "device.json", "config.json", "catalogue.json"
 KEYS_DIR, GLOBAL_NPZ, GLOBAL_CKKS = "keys", "global_shared.npz", "global_sum.ckks"
+PRIOR_NPZ, PRIOR_CKKS = "global_prior.npz", "global_prior.ckks"  # the run's released popularity prior
 CATALOGUE_VERSION = 1
 
 
@@ -228,9 +231,9 @@ def device_text(cfg: Config, cat: Catalogue):
     return item_text_tensor(cfg.model, cat.titles)
 
 
-def deployed_device(root: Path | str, cfg: Config, received: object) -> "DeviceContext":
+def deployed_device(root: Path | str, cfg: Config, received: object, prior: object = None) -> "DeviceContext":
     """Open a state dir for a federated message: adopt the run's config, keep the received global model
-    (encrypted sum or plaintext weights) for ``recommend``, and split the stored history leave-one-out
+    (encrypted sum or plaintext weights) and popularity prior for ``recommend``, and split the stored history leave-one-out
     (last item = test, second-last = validation, the rest = training), as in simulation."""
     from client.round import DeviceContext  # torch + opacus: only when a device takes part in a run
     from shared_models.datasets.population import DeviceData
@@ -242,32 +245,25 @@ def deployed_device(root: Path | str, cfg: Config, received: object) -> "DeviceC
         raise DeviceStateError(f"{state.root / STORE_NAME}: {len(history)} interactions; a device needs >= 3 to "
                                "take part (training items + one validation + one test item)")
     state.save_config(cfg)
-    _keep_global(state.root, received)
+    _keep(state.root, received, encrypted_name=GLOBAL_CKKS, plain_name=GLOBAL_NPZ)
+    _keep(state.root, prior, encrypted_name=PRIOR_CKKS, plain_name=PRIOR_NPZ)
     data = DeviceData(device_id=state.user_id, train=history[:-2], valid=int(history[-2]), test=int(history[-1]),
                       num_items=cat.num_items)
     return DeviceContext(data, state.store(), device_text(cfg, cat), len(data.train), str(state.keys_dir))
 
 
-def _keep_global(root: Path, received: object) -> None:
-    """Atomically store the latest global model the device received (nothing in round 1 under HE)."""
-    if not received:
+def _keep(root: Path, state: object, *, encrypted_name: str, plain_name: str) -> None:
+    """Atomically store the latest state the device received (encrypted bytes or plaintext arrays); nothing
+    when there is none yet (round 1 under HE)."""
+    if not state:
         return
-    import io
-    import os
-    import tempfile
-
-    if isinstance(received, (bytes, bytearray)):
-        name, other, blob = GLOBAL_CKKS, GLOBAL_NPZ, bytes(received)
+    if isinstance(state, (bytes, bytearray)):
+        name, other, blob = encrypted_name, plain_name, bytes(state)
     else:
         buf = io.BytesIO()
-        np.savez(buf, **received)
-        name, other, blob = GLOBAL_NPZ, GLOBAL_CKKS, buf.getvalue()
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, root / name)
+        np.savez(buf, **state)
+        name, other, blob = plain_name, encrypted_name, buf.getvalue()
+    atomic_write_bytes(root / name, blob)
     (root / other).unlink(missing_ok=True)
 
 

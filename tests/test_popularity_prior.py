@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from shared_models.config import ConfigError, build_config
 from shared_models.datasets.population import population
@@ -107,3 +108,21 @@ def test_plaintext_server_rejects_a_contribution_beyond_the_honest_bound(tmp_pat
                 {PRIOR_KEY: np.array([np.nan] * 5, np.float32)}, {PRIOR_KEY: np.zeros(5, np.complex64)},
                 {"other": np.zeros(5, np.float32)}):
         assert _invalid(TrainReply(node=0, shared=bad, num_examples=1), 5, bound=2.0)
+
+
+def test_deployed_device_keeps_the_prior_and_recommends_with_it(tmp_path):
+    from client.recommend import Recommender
+    from client.runtime import PRIOR_NPZ, DeviceState, deployed_device
+    from tests.test_device_helpers import make_device
+
+    state = make_device(tmp_path)
+    num_items = DeviceState(state).catalogue().num_items
+    cfg = build_config({"data": {"dataset": str(tmp_path / "synth.csv")}, "model": {"prior-weight": 2.0},
+                        "privacy": {"mode": "none"}, "he": {"enabled": False}})
+    counts = np.arange(num_items, dtype=np.float32)
+    deployed_device(state, cfg, {}, {PRIOR_KEY: counts})
+    assert (state / PRIOR_NPZ).is_file()
+    with Recommender(state) as rec:
+        assert torch.allclose(rec.model.item_prior, 2.0 * torch.as_tensor(log_prior(counts)))
+        top = rec.recommend(3).items
+    assert len(top) == 3
