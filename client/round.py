@@ -27,8 +27,8 @@ from shared_models.privacy.popularity import PRIOR_ROUND
 
 log = logging.getLogger(__name__)
 
-# what a device reports in clear under server-blind aggregation: timings only (the training loss is computed
-# on private data outside DP; epsilon, steps and sample rate reveal the example count)
+# what a device reports in clear under server-blind aggregation or any DP mode: timings only (the training loss
+# is computed on private data outside DP; epsilon, steps and sample rate reveal the example count)
 HE_VISIBLE_METRICS = ("decrypt_s", "encrypt_s")
 BUDGET_REASON = "privacy budget: the next round would exceed the device's target epsilon"
 TEMPLATES_CACHED = 4
@@ -141,18 +141,22 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
     cfg, device_id = inp.cfg, inp.device.data.device_id
     reply = TrainReply(node=inp.node, refused=out.refused, reason=out.reason, device_id=device_id,
                        round_id=inp.round_id, metrics={**out.metrics, **he_metrics})
-    if cfg.he.enabled:
+    private = cfg.privacy.mode != "none"
+    if cfg.he.enabled or private:
         reply.metrics = {k: v for k, v in reply.metrics.items() if k in HE_VISIBLE_METRICS}
         if out.refused and out.reason.startswith("budget"):
             reply.reason = BUDGET_REASON  # without the device's current epsilon
     if out.refused:
         return reply
+    # under DP every device weighs the same: a FedAvg weight of min(windows, cap) would reveal the very count
+    # a window-level guarantee hides (user-level deltas already carry weight 1)
+    weight = 1 if private else out.num_examples
     if cfg.he.enabled:
         keys = device_keys(inp.device.keys_dir, device_id)
         reply.payload, reply.signature, reply.metrics["encrypt_s"] = encode_update(
-            out.shared, weight=out.num_examples, keys=keys, round_id=inp.round_id)
+            out.shared, weight=weight, keys=keys, round_id=inp.round_id)
     else:
-        reply.shared, reply.num_examples = out.shared, out.num_examples
+        reply.shared, reply.num_examples = out.shared, weight
     return reply
 
 
