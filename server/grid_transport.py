@@ -115,7 +115,10 @@ class GridTransport:
             if msg.has_error():
                 log.warning("node %d failed to evaluate: %s", n, _short(msg.error.reason))
             else:
-                ranks[n] = decode_rank(msg)
+                try:
+                    ranks[n] = decode_rank(msg)
+                except Exception as exc:  # a hostile rank: that node is not evaluated, the run goes on
+                    log.warning("node %d: evaluation reply rejected: %s", n, _short(str(exc)))
         return ranks
 
 

@@ -17,7 +17,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from server.checkpoint import load_checkpoint, save_checkpoint, trim_history
-from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, evaluation_state, run_rounds, write_json
+from server.loop import PlainFedAvg, RoundStats, UpdateLimits, append_history, evaluate_nodes, evaluation_state, run_rounds, write_json
 from server.optimizers import make_server_optimizer
 from server.report import build_result, ledger_epsilons
 from server.run_log import log_record, open_round_log, server_signing_key
@@ -58,11 +58,12 @@ def make_strategy(cfg: Config, pop: Population, keys_dir: str):
     if not cfg.he.enabled:
         if user:
             return PlainDPFedAvg(template, server_lr=cfg.federated.server_lr,
-                                 denominator=cfg.federated.clients_per_round)
+                                 denominator=cfg.federated.clients_per_round, limits=UpdateLimits.from_config(cfg))
         f = cfg.federated
         return PlainFedAvg(template, make_server_optimizer(f.server_optimizer, lr=f.server_lr,
                                                            momentum=f.server_momentum, beta2=f.server_beta2,
-                                                           tau=f.server_tau), ema_decay=f.server_ema)
+                                                           tau=f.server_tau), ema_decay=f.server_ema,
+                           limits=UpdateLimits.from_config(cfg))
     n_params = int(sum(v.size for v in template.values()))
     return SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=n_params, accumulate=user)
 

@@ -4,7 +4,8 @@ The server holds the PUBLIC CKKS context (no secret key), its own signing key an
 verify keys. Per update it checks, in order: the device is registered; the node was sampled this round and
 is the node this device has always spoken from; the round id is the current one (no replay); no second
 update from the device this round; the signature over (round, device, SHA-256(payload)); the payload parses
-under the server context with the expected number of ciphertexts. Anything else is rejected with a logged
+under the server context with the number of ciphertexts and parameters of the server's own model template
+(never taken from another update). Anything else is rejected with a logged
 reason and the round carries on. A round with fewer than ``min_train_nodes`` valid updates keeps the
 previous aggregate.
 """
@@ -56,13 +57,17 @@ class SecureAggregation:
         return self.latest
 
     def begin(self, round_id: int, sampled: list[int]) -> SecureRound:
-        agg = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he)
+        agg = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he,
+                         expected_params=self.n_params)
         self.round = SecureRound(round_id, set(sampled), agg)
         return self.round
 
     def offer(self, rep: TrainReply) -> str:
         assert self.round is not None, "begin() first"
-        reason = self.reject_reason(self.round, rep)
+        try:
+            reason = self.reject_reason(self.round, rep)
+        except Exception as exc:  # a hostile reply must never end the round loop
+            reason = f"update could not be checked ({type(exc).__name__}: {str(exc)[:200]})"
         if reason:
             self.round.rejected.append((rep.node, reason))
             self.rejected.append((self.round.round_id, rep.node, reason))
@@ -91,6 +96,8 @@ class SecureAggregation:
     # -- checks ---------------------------------------------------------------------------------------
     def reject_reason(self, rnd: SecureRound, rep: TrainReply) -> str:
         """'' if the update is valid (and add it to the sum), else why it was rejected."""
+        if rep.invalid:
+            return rep.invalid
         verify_key = self.keys.device_verify_keys.get(rep.device_id)
         if verify_key is None:
             return f"unknown device {rep.device_id!r}"

@@ -59,6 +59,7 @@ class TrainReply:
     round_id: int = 0  # HE transport: the round the device signed
     payload: bytes | None = None  # HE transport: encrypted weighted update
     signature: bytes = b""
+    invalid: str = ""  # why the reply could not be decoded (a malformed reply: the loop rejects it)
 
 
 @dataclass(frozen=True)
@@ -139,21 +140,93 @@ def encode_train_reply(rep: TrainReply) -> RecordDict:
     return content
 
 
+MAX_ROUND_ID = 2 ** 63 - 1  # what a signed round id can be (u64 in the signature, int64 on the wire)
+MAX_RANK = 2 ** 31 - 1  # a rank is 1-based among the items; anything above is no item count
+MAX_METRIC_KEYS = 64  # an honest reply carries a handful of metrics
+
+
+class ReplyError(ValueError):
+    """A device's reply that does not have the shape every honest device sends."""
+
+
 def decode_train_reply(node: int, msg: Message) -> TrainReply:
-    metrics = dict(msg.content[METRICS])
-    conf = msg.content[CONFIG] if CONFIG in msg.content else {}
-    rep = TrainReply(node=node, refused=bool(metrics.pop("refused", 0)), num_examples=int(metrics.pop("num-examples", 0)),
-                     reason=str(conf.get(KEY_REASON, "")), device_id=str(conf.get(KEY_DEVICE_ID, "")),
-                     round_id=int(conf.get(KEY_SIGNED_ROUND, 0)), signature=bytes(conf.get(KEY_SIGNATURE, b"")),
-                     metrics={k: float(v) for k, v in metrics.items()})
-    arrays = msg.content[ARRAYS] if ARRAYS in msg.content else {}
-    if UPDATE in arrays:
-        rep.payload = bytes(arrays[UPDATE].data)
-    elif arrays and not rep.refused:
-        rep.shared = {k: a.numpy() for k, a in arrays.items()}
+    """The reply as a TrainReply; never raises. Every field is checked for type, finiteness and range here
+    (shapes, counts and magnitudes against the server's own config happen in the strategy): a malformed
+    reply comes back with ``invalid`` set, which the round loop logs as a rejected update."""
+    try:
+        rep = _decode_train_reply(node, msg)
+    except Exception as exc:  # hostile bytes: whatever they break, this reply is rejected, the round goes on
+        reason = f"malformed reply: {exc if isinstance(exc, ReplyError) else f'{type(exc).__name__}: {exc}'}"
+        log.warning("node %d: %s", node, reason[:300])
+        return TrainReply(node=node, invalid=reason[:300])
     if rep.refused:
         log.info("node %d declined to train: %s", node, rep.reason)
     return rep
+
+
+def _record(content, key: str, kind: type, *, required: bool):
+    if key not in content:
+        if required:
+            raise ReplyError(f"no {key!r} record")
+        return kind({})
+    rec = content[key]
+    if not isinstance(rec, kind):
+        raise ReplyError(f"record {key!r} is a {type(rec).__name__}, expected {kind.__name__}")
+    return rec
+
+
+def _int_field(value, key: str, lo: int, hi: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise ReplyError(f"{key!r} must be an integer in [{lo}, {hi}], got {_show(value)}")
+    return int(value)
+
+
+def _typed(value, key: str, kind: type):
+    if not isinstance(value, kind):
+        raise ReplyError(f"{key!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _show(value) -> str:
+    return repr(value)[:60]
+
+
+def _decode_train_reply(node: int, msg: Message) -> TrainReply:
+    content = msg.content
+    metrics = dict(_record(content, METRICS, MetricRecord, required=True))
+    if len(metrics) > MAX_METRIC_KEYS:
+        raise ReplyError(f"{len(metrics)} metrics (at most {MAX_METRIC_KEYS})")
+    refused = _int_field(metrics.pop("refused", 0), "refused", 0, 1) == 1
+    num_examples = _int_field(metrics.pop("num-examples", 0), "num-examples", 0, MAX_ROUND_ID)
+    values = {}
+    for k, v in metrics.items():
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(float(v)):
+            raise ReplyError(f"metric {str(k)[:40]!r} must be a finite number, got {_show(v)}")
+        values[str(k)] = float(v)
+    conf = _record(content, CONFIG, ConfigRecord, required=False)
+    rep = TrainReply(node=node, refused=refused, num_examples=num_examples, metrics=values,
+                     reason=_typed(conf.get(KEY_REASON, ""), KEY_REASON, str)[:300],
+                     device_id=_typed(conf.get(KEY_DEVICE_ID, ""), KEY_DEVICE_ID, str),
+                     round_id=_int_field(conf.get(KEY_SIGNED_ROUND, 0), KEY_SIGNED_ROUND, 0, MAX_ROUND_ID),
+                     signature=bytes(_typed(conf.get(KEY_SIGNATURE, b""), KEY_SIGNATURE, bytes)))
+    arrays = _record(content, ARRAYS, ArrayRecord, required=False)
+    if UPDATE in arrays:
+        if len(arrays) != 1:
+            raise ReplyError(f"an encrypted update with {len(arrays) - 1} other arrays")
+        rep.payload = bytes(_typed(arrays[UPDATE].data, UPDATE, bytes))
+    elif arrays and not refused:
+        rep.shared = {str(k): _real_floats(k, a) for k, a in arrays.items()}
+    return rep
+
+
+def _real_floats(key: str, array: Array) -> np.ndarray:
+    """The array of a plaintext update: real floating point only (complex, object, integer, bool refused)."""
+    value = array.numpy()
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+        raise ReplyError(f"parameter {str(key)[:60]!r} has dtype {getattr(value, 'dtype', type(value))} "
+                         "(real floating point expected)")
+    return value
 
 
 def encode_rank(rank: int) -> RecordDict:
@@ -161,7 +234,11 @@ def encode_rank(rank: int) -> RecordDict:
 
 
 def decode_rank(msg: Message) -> int:
-    return int(msg.content[METRICS][RANK])
+    """The rank an evaluation reply carries: an integer in [1, MAX_RANK]; ReplyError otherwise."""
+    metrics = _record(msg.content, METRICS, MetricRecord, required=True)
+    if RANK not in metrics:
+        raise ReplyError(f"no {RANK!r} in the metrics record")
+    return _int_field(metrics[RANK], RANK, 1, MAX_RANK)
 
 
 def _finite(v):
