@@ -31,6 +31,31 @@ from shared_models.datasets.population import Population, population
 from shared_models.model.state import initial_shared
 
 log = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """A run that produced nothing usable: no round released an aggregate, or no device was evaluated.
+    ``result`` is what was written to metrics.json (with its ``failure`` reason)."""
+
+    def __init__(self, reason: str, result: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.result = result
+
+
+def failure_reason(cfg: Config, stats: list[RoundStats], test: dict[str, float]) -> str:
+    """Why a finished run is a failure, or '' when it is not. A round released an aggregate when it had at
+    least ``min_train_nodes`` valid updates; the final test counts the devices that returned a rank."""
+    released = [s.round for s in stats if s.valid >= cfg.federated.min_train_nodes]
+    if not released:
+        rejected = sum(s.rejected for s in stats)
+        failed = sum(s.failed for s in stats)
+        return (f"no round released an aggregate ({len(stats)} rounds, each with < min_train_nodes="
+                f"{cfg.federated.min_train_nodes} valid updates; {rejected} rejected, {failed} failed updates)")
+    if not test.get("evaluated", 0):
+        return "no device was evaluated on its test item (every device failed or sent an invalid rank)"
+    return ""
+
+
 SERVER_THREADS = 1  # the server's own torch work; a simulated device is one CPU's worth (Ray gives num_cpus)
 
 
@@ -121,7 +146,12 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     result = build_result(cfg, run_dir, pop, stats, test, strategy, time.perf_counter() - t0, accountant=accountant)
     if selection is not None:
         result["selection"] = selection.summary()
+    if why := failure_reason(cfg, stats, test):
+        result["failure"] = why
     write_json(run_dir / "metrics.json", result)
+    if why:
+        log.error("run %s failed: %s (metrics.json written)", run_dir, why)
+        raise RunFailed(f"{why}; see {run_dir / 'metrics.json'} and {history}", result)
     return result
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from server.checkpoint import same_config
-from server.job import prepare_keys, run_job
+from server.job import RunFailed, prepare_keys, run_job
 from shared_models.config import Config
 from shared_models.datasets.population import population
 from simulations.backends.inline import InlineTransport
@@ -21,8 +21,16 @@ def simulate(cfg: Config, run_dir: Path | str, *, progress: bool = True, resume:
     """Run a federated simulation (Flower simulation engine, or inline); returns the metrics.json dict.
 
     ``resume``: a finished run (metrics.json of the same config) is returned as is; a killed one continues
-    after its last completed round. ``resume=False`` wipes the previous run's artefacts first."""
-    run_dir = Path(run_dir)
+    after its last completed round. ``resume=False`` wipes the previous run's artefacts first.
+    RunFailed (after metrics.json is written, with its ``failure``) when no round released an aggregate or
+    no device was evaluated."""
+    result = _simulate(cfg, Path(run_dir), progress=progress, resume=resume)
+    if result.get("failure"):  # every back-end: a run nobody could use is an error, not a 0.0 metrics.json
+        raise RunFailed(f"{result['failure']}; see {Path(run_dir) / 'metrics.json'}", result)
+    return result
+
+
+def _simulate(cfg: Config, run_dir: Path, *, progress: bool, resume: bool) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         fresh_start(run_dir, cfg)

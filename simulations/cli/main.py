@@ -136,6 +136,7 @@ def simulate_cmd(
     setup_logging(False)
     from shared_models.datasets import DatasetError
     from server.report import privacy_line
+    from server.job import RunFailed
     from simulations.simulate import simulate
 
     try:
@@ -143,6 +144,8 @@ def simulate_cmd(
         result = simulate(cfg, out, progress=not quiet, resume=not fresh)
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    except RunFailed as exc:
+        fail(f"the run failed: {exc}")
     console.print(metrics_table(f"federated {cfg.model.kind} on {cfg.data.dataset} (test, full ranking, "
                                 f"{result['evaluated_devices']} devices)", {"test": result["metrics"]}))
     console.print(privacy_line(result["privacy"]))
