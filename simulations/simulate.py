@@ -37,6 +37,7 @@ def _simulate(cfg: Config, run_dir: Path, *, progress: bool, resume: bool) -> di
     elif (finished := _finished(run_dir, cfg)) is not None:
         log.info("%s already holds a finished run of this config: nothing to do", run_dir)
         return finished
+    mark_run_dir(run_dir)
     if cfg.federated.backend in ("inline", "cohort"):
         keys_dir = prepare_keys(cfg, population(cfg), run_dir)
         transport_cls = InlineTransport
@@ -69,14 +70,31 @@ RUN_ARTEFACTS = ("devices", "checkpoint", "history.csv", "metrics.json", "global
                  "server", "round_log.jsonl", "broadcast")
 
 
+RUN_MARKER = ".fedinterest-run"  # written when a run starts: --fresh deletes only in a folder that carries it
+
+
+def mark_run_dir(run_dir: Path) -> None:
+    """Mark ``run_dir`` as a fedinterest run directory (what ``fresh_start`` requires before deleting)."""
+    marker = run_dir / RUN_MARKER
+    if not marker.is_file():
+        marker.write_text(json.dumps({"fedinterest": "run directory"}) + "\n")
+
+
 def fresh_start(run_dir: Path, cfg: Config) -> None:
-    """Remove a previous run's artefacts (only the known names) so stale ledgers never leak into a new run."""
+    """Remove a previous run's artefacts (only the known names) so stale ledgers never leak into a new run.
+
+    Only in a folder a run marked (``RUN_MARKER``): in any other folder that holds one of those names
+    (``server/``, ``keys/``, ...), ValueError and nothing is deleted."""
     names = RUN_ARTEFACTS + (() if cfg.he.keys_dir else ("keys",))
-    for name in names:
+    present = [n for n in names if (run_dir / n).exists() or (run_dir / n).is_symlink()]
+    if present and not (run_dir / RUN_MARKER).is_file():
+        raise ValueError(f"--fresh: {run_dir} holds {', '.join(present)} but no {RUN_MARKER} marker, so it is "
+                         "not a fedinterest run directory: nothing deleted; use another --out")
+    for name in present:
         path = run_dir / name
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        elif path.exists():
+        else:  # a file, or a link (removed, never followed)
             path.unlink()
 
 
