@@ -37,7 +37,7 @@ def round_input(msg: Message, context: Context) -> tuple[RoundInput, Instruction
         data = pop.devices[int(context.node_config["partition-id"])]
         device = DeviceContext(data, DeviceStore(device_state_dir(ins.run_dir, data.device_id)), pop.text,
                                pop.max_interactions, ins.keys_dir)
-    return RoundInput(device, ins.cfg, ins.received, ins.round_id), ins
+    return RoundInput(device, ins.cfg, ins.received, ins.round_id, run_id=ins.run_id), ins
 
 
 @app.train()

@@ -52,6 +52,7 @@ class RoundInput:
     received: Any  # plaintext weights, the encrypted global sum (bytes), or None (HE, round 1)
     round_id: int
     node: int = -1  # the transport's node index (echoed in the reply)
+    run_id: str = ""  # the run the server named in its instruction (signed with an encrypted update)
 
 
 _templates: dict[tuple, dict[str, np.ndarray]] = {}
@@ -140,7 +141,7 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
     if cfg.he.enabled:
         keys = device_keys(inp.device.keys_dir, device_id)
         reply.payload, reply.signature, reply.metrics["encrypt_s"] = encode_update(
-            out.shared, weight=out.num_examples, keys=keys, round_id=inp.round_id)
+            out.shared, weight=out.num_examples, keys=keys, round_id=inp.round_id, run_id=inp.run_id)
     else:
         reply.shared, reply.num_examples = out.shared, out.num_examples
     return reply

@@ -18,6 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from server.grid_transport import GridTransport
 from server.job import RunFailed, prepare_keys, run_job
+from server.run_id import run_identity
 from shared_models.config import Config, config_from_run_config
 from shared_models.datasets.population import population
 
@@ -61,7 +62,7 @@ def make_app(job: SimulationJob | None = None) -> ServerApp:
         keys_dir = prepare_keys(cfg, population(cfg), run_dir)
         transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S,
                                   keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s, alive=alive,
-                                  max_in_flight=in_flight, broadcast_dir=broadcast)
+                                  max_in_flight=in_flight, broadcast_dir=broadcast, run_id=run_identity(run_dir))
         try:
             result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
         except RunFailed as exc:

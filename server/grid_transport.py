@@ -22,7 +22,7 @@ class GridTransport:
 
     def __init__(self, grid, cfg: Config, run_dir: str, *, expected_nodes: int, timeout_s: float | None,
                  keys_dir: str = "", node_wait_s: float = 120.0, alive: Callable[[], bool] | None = None,
-                 max_in_flight: int = 0, broadcast_dir: str = "") -> None:
+                 max_in_flight: int = 0, broadcast_dir: str = "", run_id: str = "") -> None:
         """``alive``: False once the job this loop serves is gone (an in-process simulation whose engine
         crashed): the loop then stops instead of running rounds nobody answers into the run directory.
 
@@ -40,6 +40,7 @@ class GridTransport:
         self.alive = alive
         self.max_in_flight = max_in_flight
         self.broadcast_dir = broadcast_dir
+        self.run_id = run_id  # sent in every instruction; devices sign it (server/run_id.py)
         self.timeout_s = timeout_s
         self._config_json = config_to_json(cfg)
         self._ids = self._wait_for_nodes(expected_nodes, node_wait_s)
@@ -93,7 +94,7 @@ class GridTransport:
 
     def _content_fn(self, round_id: int, received, stage: str = ""):
         return instruction_builder(self._config_json, received, round_id=round_id, stage=stage, run_dir=self.run_dir,
-                                   keys_dir=self.keys_dir, broadcast_dir=self.broadcast_dir)
+                                   keys_dir=self.keys_dir, broadcast_dir=self.broadcast_dir, run_id=self.run_id)
 
     def train(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray]) -> list[TrainReply]:
         replies = self._send(nodes, self._content_fn(round_id, shared), MessageType.TRAIN)

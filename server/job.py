@@ -20,6 +20,7 @@ from server.checkpoint import load_checkpoint, save_checkpoint, trim_history
 from server.loop import PlainFedAvg, RoundStats, UpdateLimits, append_history, evaluate_nodes, evaluation_state, run_rounds, write_json
 from server.optimizers import make_server_optimizer
 from server.report import build_result, ledger_epsilons
+from server.run_id import run_identity
 from server.run_log import log_record, open_round_log, server_signing_key
 from server.secure import SecureAggregation
 from server.selection import ModelSelection
@@ -73,7 +74,7 @@ def prepare_keys(cfg: Config, pop: Population, run_dir: Path) -> str:
     return str(keys_dir)
 
 
-def make_strategy(cfg: Config, pop: Population, keys_dir: str):
+def make_strategy(cfg: Config, pop: Population, keys_dir: str, run_id: str = ""):
     """PlainFedAvg (server holds the weights) or SecureAggregation (server holds only an encrypted sum)."""
     template = initial_shared(cfg, pop.num_items, pop.text)  # public architecture: shapes only under HE
     user = cfg.privacy.user_level
@@ -90,7 +91,8 @@ def make_strategy(cfg: Config, pop: Population, keys_dir: str):
                                                            tau=f.server_tau), ema_decay=f.server_ema,
                            limits=UpdateLimits.from_config(cfg))
     n_params = int(sum(v.size for v in template.values()))
-    return SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=n_params, accumulate=user)
+    return SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=n_params, accumulate=user,
+                             run_id=run_id)
 
 
 def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progress: bool = True) -> dict[str, Any]:
@@ -103,7 +105,7 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     history = run_dir / "history.csv"
     pop = population(cfg)
-    strategy = make_strategy(cfg, pop, keys_dir)
+    strategy = make_strategy(cfg, pop, keys_dir, run_identity(run_dir))
     selection = ModelSelection(patience=cfg.federated.patience) if cfg.federated.keep_best else None
     done, stats = load_checkpoint(run_dir, strategy, json.loads(json.dumps(config)), selection)
     trim_history(history, done)

@@ -3,7 +3,8 @@
 The server holds the PUBLIC CKKS context (no secret key), its own signing key and the devices' Ed25519
 verify keys. Per update it checks, in order: the device is registered; the node was sampled this round and
 is the node this device has always spoken from; the round id is the current one (no replay); no second
-update from the device this round; the signature over (round, device, SHA-256(payload)); the payload parses
+update from the device this round; the signature over (run id, round, device, SHA-256(payload)), so an update made for another run with the
+same keys fails; the payload parses
 under the server context with the number of ciphertexts and parameters of the server's own model template
 (never taken from another update). Anything else is rejected with a logged
 reason and the round carries on. A round with fewer than ``min_train_nodes`` valid updates keeps the
@@ -38,12 +39,12 @@ class SecureRound:
 class SecureAggregation:
     """Keeps the latest encrypted global sum; never decrypts (it cannot: no secret key)."""
 
-    def __init__(self, keys: ServerKeys, *, n_params: int, accumulate: bool = False) -> None:
+    def __init__(self, keys: ServerKeys, *, n_params: int, accumulate: bool = False, run_id: str = "") -> None:
         """``accumulate``: keep the running sum over rounds (user-level DP: devices add it to the initial
         model with a fixed denominator) instead of replacing the sum every round (FedAvg of weights)."""
         if keys.context.is_private():
             raise ValueError("the server context holds a secret key: refusing to run server-blind aggregation")
-        self.keys, self.n_params, self.accumulate = keys, n_params, accumulate
+        self.keys, self.n_params, self.accumulate, self.run_id = keys, n_params, accumulate, run_id
         self.expected_count = keys.he.n_ciphertexts(n_params)
         self.latest: bytes | None = None  # the encrypted sum devices decrypt into the global model
         self.node_of: dict[str, int] = {}  # device id -> the node it speaks from (bound at first contact)
@@ -112,7 +113,7 @@ class SecureAggregation:
         if rep.payload is None:
             return "no encrypted payload"
         if not verify_update(verify_key, rep.signature, round_id=rep.round_id, device_id=rep.device_id,
-                             payload_sha256=payload_sha256(rep.payload)):
+                             payload_sha256=payload_sha256(rep.payload), run_id=self.run_id):
             return "bad signature"
         t0 = time.perf_counter()
         try:

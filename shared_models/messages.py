@@ -39,6 +39,7 @@ KEY_SIGNATURE = "signature"
 KEY_SIGNED_ROUND = "signed-round"
 KEY_BROADCAST = "broadcast"  # SHA-256 of the round's published global state (in-process simulations)
 KEY_BROADCAST_DIR = "broadcast-dir"  # where it was published
+KEY_RUN_ID = "run-id"  # the run's nonce (server/run_id.py): devices sign it with their update
 GLOBAL_SUM = "global-sum"  # ArrayRecord key of the encrypted global sum (raw bytes)
 UPDATE = "update"  # ArrayRecord key of a device's encrypted update (raw bytes)
 RANK = "rank"  # MetricRecord key of an evaluation reply
@@ -72,6 +73,7 @@ class Instruction:
     stage: str
     run_dir: str
     keys_dir: str
+    run_id: str = ""
 
 
 @functools.lru_cache(maxsize=8)
@@ -92,11 +94,11 @@ def bytes_array(data: bytes) -> Array:
 # ---- server -> device ------------------------------------------------------------------------------------
 
 def instruction_builder(cfg_json: str, received, *, round_id: int, stage: str = "", run_dir: str = "",
-                        keys_dir: str = "", broadcast_dir: str = "") -> Callable[[], RecordDict]:
+                        keys_dir: str = "", broadcast_dir: str = "", run_id: str = "") -> Callable[[], RecordDict]:
     """A builder of one instruction's content (each message needs its own RecordDict). With ``broadcast_dir``
     the state is published there once and the messages carry its digest."""
     conf = {KEY_ROUND: round_id, KEY_STAGE: stage, KEY_CONFIG_JSON: cfg_json, KEY_RUN_DIR: run_dir,
-            KEY_KEYS_DIR: keys_dir}
+            KEY_KEYS_DIR: keys_dir, KEY_RUN_ID: run_id}
     if broadcast_dir and (isinstance(received, dict) or received):
         conf.update({KEY_BROADCAST: publish(broadcast_dir, encode_state(received)), KEY_BROADCAST_DIR: broadcast_dir})
         return lambda: RecordDict({ARRAYS: ArrayRecord({}), CONFIG: ConfigRecord(dict(conf))})
@@ -122,7 +124,7 @@ def decode_instruction(msg: Message) -> Instruction:
     else:
         received = {k: a.numpy() for k, a in arrays.items()}
     return Instruction(cfg, received, int(conf[KEY_ROUND]), str(conf.get(KEY_STAGE, "")),
-                       str(conf.get(KEY_RUN_DIR, "")), str(conf.get(KEY_KEYS_DIR, "")))
+                       str(conf.get(KEY_RUN_DIR, "")), str(conf.get(KEY_KEYS_DIR, "")), str(conf.get(KEY_RUN_ID, "")))
 
 
 # ---- device -> server ------------------------------------------------------------------------------------
