@@ -100,3 +100,42 @@ def test_a_changed_noise_multiplier_in_config_json_fails(run):
     cfg["privacy"]["noise_multiplier"] = 3.0
     (run / "config.json").write_text(json.dumps(cfg, indent=2))
     _fails_with(run, "config.json does not hash to the config_hash the signed round log records")
+
+
+def _resign_with_a_new_key(run: Path) -> None:
+    """Replace the run's key pair with a fresh one and re-sign the (edited) log with it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from server.round_log import RoundLog
+    from shared_models.crypto import save_private_key, save_public_key
+
+    lines = [json.loads(x) for x in (run / "round_log.jsonl").read_text().splitlines()]
+    key = Ed25519PrivateKey.generate()
+    server = run / "keys" / "server"
+    for name in ("signing_ed25519.pem", "signing_ed25519.pub.pem"):
+        (server / name).unlink()
+    save_private_key(key, server / "signing_ed25519.pem")
+    save_public_key(key.public_key(), server / "signing_ed25519.pub.pem")
+    (run / "round_log.jsonl").unlink()
+    log = RoundLog(run / "round_log.jsonl", key)
+    for line in lines:
+        log.append({k: v for k, v in line.items() if k not in ("prev_hash", "signature")} | {"rejected": []})
+
+
+def test_a_log_re_signed_with_a_swapped_key_fails_against_the_pinned_fingerprint(run):
+    from typer.testing import CliRunner
+
+    from simulations.cli.main import log_key_fingerprint
+    from simulations.cli.audit import audit_app
+
+    pinned = log_key_fingerprint(run, json.loads((run / "config.json").read_text()))
+    assert len(pinned) == 64
+    assert audit_run(run, key_fingerprint=pinned)["verdict"] == "PASS"
+    _resign_with_a_new_key(run)
+    unpinned = audit_run(run)
+    assert unpinned["verdict"] == "PASS" and unpinned["log"]["key_inside_run_dir"] is True  # undetectable alone
+    _fails_with_pin = audit_run(run, key_fingerprint=pinned)
+    assert _fails_with_pin["verdict"] == "FAIL"
+    assert any("not the pinned" in r for r in _fails_with_pin["reasons"])
+    res = CliRunner().invoke(audit_app, [str(run), "--key-fingerprint", pinned])
+    assert res.exit_code == 1 and "not the pinned" in res.output

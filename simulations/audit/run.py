@@ -7,7 +7,8 @@ The verdict is FAIL when any of these holds (each adds a reason):
 * ``metrics.json`` claims less than a ledger spends, or miscounts the trained devices;
 * ``dp_accounting`` (RDP, same orders) differs from our accountant by more than 5% on any device, or its
   PLD upper bound is more than 5% above our ε (our claim understated);
-* the round log (when ``RUN_DIR/round_log.jsonl`` exists, or ``verify_log`` is asked) does not verify;
+* the round log (when ``RUN_DIR/round_log.jsonl`` exists, or ``verify_log`` is asked) does not verify, or its
+  verify key is not the one pinned by ``key_fingerprint``;
 * the verified log disagrees with the run (:mod:`simulations.audit.consistency`): config.json does not hash to
   the logged ``config_hash``, or the device ledgers do not charge the rounds the log counts (a ledger deleted
   or rebuilt, the log's tail cut);
@@ -120,7 +121,8 @@ def _user_checks(run: Path, config: dict[str, Any], claim: Claim, log_ok: bool
 
 
 def audit_run(run_dir: str | Path, *, verify_log: bool = False, empirical: bool = False,
-              verify_key: str | Path | None = None, confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
+              verify_key: str | Path | None = None, confidence: float = DEFAULT_CONFIDENCE,
+              key_fingerprint: str | None = None) -> dict[str, Any]:
     """Audit ``run_dir``; write ``audit.json`` and ``audit.md`` there; return the audit.json dict.
 
     Raises :class:`simulations.audit.ledgers.RunDirError` (naming the file) when config.json or
@@ -134,7 +136,7 @@ def audit_run(run_dir: str | Path, *, verify_log: bool = False, empirical: bool 
     key_path = Path(verify_key) if verify_key else default_verify_key_path(run, config)
     rounds = metrics.get("rounds")
     log = check_log(run, required=verify_log, key_path=key_path,
-                    expected_rounds=rounds if isinstance(rounds, int) else None)
+                    expected_rounds=rounds if isinstance(rounds, int) else None, pinned_fingerprint=key_fingerprint)
     if claim.user_level:
         blocks, check_reasons, violations = _user_checks(run, config, claim, bool(log.block["verified"]))
     else:
