@@ -62,7 +62,8 @@ def make_app(job: SimulationJob | None = None) -> ServerApp:
         keys_dir = prepare_keys(cfg, population(cfg), run_dir)
         transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S,
                                   keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s, alive=alive,
-                                  max_in_flight=in_flight, broadcast_dir=broadcast, run_id=run_identity(run_dir))
+                                  max_in_flight=in_flight, broadcast_dir=broadcast, run_id=run_identity(run_dir),
+                                  device_order=[d.device_id for d in population(cfg).devices])
         try:
             result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
         except RunFailed as exc:

@@ -231,6 +231,23 @@ def _real_floats(key: str, array: Array) -> np.ndarray:
     return value
 
 
+MAX_IDENTITY_CHARS = 256
+
+
+def encode_identity(device_id: str) -> RecordDict:
+    """A device's answer to the server's identity query (a QUERY message carrying the run config)."""
+    return RecordDict({CONFIG: ConfigRecord({KEY_DEVICE_ID: device_id})})
+
+
+def decode_identity(msg: Message) -> str:
+    """The device id an identity reply names; ReplyError unless a non-empty str of at most 256 chars."""
+    conf = _record(msg.content, CONFIG, ConfigRecord, required=True)
+    value = _typed(conf.get(KEY_DEVICE_ID, ""), KEY_DEVICE_ID, str)
+    if not 0 < len(value) <= MAX_IDENTITY_CHARS:
+        raise ReplyError(f"{KEY_DEVICE_ID!r} must be 1-{MAX_IDENTITY_CHARS} characters, got {len(value)}")
+    return value
+
+
 def encode_rank(rank: int) -> RecordDict:
     return RecordDict({METRICS: MetricRecord({RANK: rank})})
 
