@@ -55,3 +55,30 @@ def test_two_ray_runs_with_the_same_seed_train_the_same_devices_and_agree(tmp_pa
                       if json.loads(p.read_text())["rounds"]) for i in range(2)]
     assert trained[0] == trained[1]
     assert runs[0]["metrics"] == runs[1]["metrics"]
+
+
+@pytest.mark.slow
+def test_a_resumed_he_ray_run_rejects_no_honest_update(tmp_path, monkeypatch):
+    import csv
+
+    import server.job as job
+
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=8, items=30),
+                      federated={"backend": "ray", "num-server-rounds": 3, "clients-per-round": 5},
+                      he={"enabled": True})
+    real_save, calls = job.save_checkpoint, {"n": 0}
+
+    def dies_at_second_checkpoint(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")  # the ServerApp thread dies after round 2 is logged
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(job, "save_checkpoint", dies_at_second_checkpoint)
+    with pytest.raises(BaseException):
+        simulate(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(job, "save_checkpoint", real_save)
+    simulate(cfg, tmp_path / "run", progress=False)  # a fresh launch: new Flower node ids
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert [int(r["round"]) for r in rows] == [1, 2, 3]
+    assert [int(r["rejected"]) for r in rows] == [0, 0, 0]
