@@ -218,6 +218,8 @@ def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], strategy) -
         if rep.error:
             failed += 1
             log.warning("round %d: device on node %d failed: %s", r, rep.node, rep.error)
+            if (note := getattr(strategy, "note_failure", None)) is not None:
+                note(rep)  # SecureAggregation: devices that cannot decrypt the sum it broadcast
         elif rep.refused:
             refused += 1
         elif reason := strategy.offer(rep):

@@ -39,6 +39,8 @@ KEY_SIGNATURE = "signature"
 KEY_SIGNED_ROUND = "signed-round"
 KEY_BROADCAST = "broadcast"  # SHA-256 of the round's published global state (in-process simulations)
 KEY_BROADCAST_DIR = "broadcast-dir"  # where it was published
+KEY_ERROR = "error"  # why a device failed its round (e.g. "DecryptionError: ..."), reported, not raised
+UNDECODABLE = "DecryptionError"  # how a device's error starts when the global sum it received does not decrypt
 KEY_RUN_ID = "run-id"  # the run's nonce (server/run_id.py): devices sign it with their update
 GLOBAL_SUM = "global-sum"  # ArrayRecord key of the encrypted global sum (raw bytes)
 UPDATE = "update"  # ArrayRecord key of a device's encrypted update (raw bytes)
@@ -134,7 +136,7 @@ def encode_train_reply(rep: TrainReply) -> RecordDict:
     content = RecordDict({
         METRICS: MetricRecord({k: _finite(v) for k, v in metrics.items()}),
         CONFIG: ConfigRecord({KEY_REASON: rep.reason, KEY_DEVICE_ID: rep.device_id, KEY_SIGNED_ROUND: rep.round_id,
-                              KEY_SIGNATURE: rep.signature})})
+                              KEY_SIGNATURE: rep.signature, KEY_ERROR: rep.error[:300]})})
     if rep.payload is not None:
         content[ARRAYS] = ArrayRecord({UPDATE: bytes_array(rep.payload)})
     elif rep.shared:
@@ -211,7 +213,8 @@ def _decode_train_reply(node: int, msg: Message) -> TrainReply:
                      reason=_typed(conf.get(KEY_REASON, ""), KEY_REASON, str)[:300],
                      device_id=_typed(conf.get(KEY_DEVICE_ID, ""), KEY_DEVICE_ID, str),
                      round_id=_int_field(conf.get(KEY_SIGNED_ROUND, 0), KEY_SIGNED_ROUND, 0, MAX_ROUND_ID),
-                     signature=bytes(_typed(conf.get(KEY_SIGNATURE, b""), KEY_SIGNATURE, bytes)))
+                     signature=bytes(_typed(conf.get(KEY_SIGNATURE, b""), KEY_SIGNATURE, bytes)),
+                     error=_typed(conf.get(KEY_ERROR, ""), KEY_ERROR, str)[:300])
     arrays = _record(content, ARRAYS, ArrayRecord, required=False)
     if UPDATE in arrays:
         if len(arrays) != 1:

@@ -223,3 +223,44 @@ def test_a_short_header_arriving_first_is_rejected_and_honest_updates_still_coun
                                                 "train"))
         assert server.offer(rep) == ""
     assert server.finish(min_train_nodes=2)
+
+
+# ---- HE: an update outside the encoding's range makes the sum undecodable; the server goes back ------------
+
+def _out_of_range_update(keys_dir, monkeypatch, device, round_id):
+    """What a modified device can send: a validly signed update whose values lie far outside clip_range."""
+    import shared_models.crypto.packing as packing
+
+    with monkeypatch.context() as m:
+        m.setattr(packing, "check_values", lambda x, cfg: np.asarray(x, np.float64).ravel())
+        return _signed(keys_dir, device, round_id, np.full(N_PARAMS, 1e4, np.float32))
+
+
+def test_an_undecodable_sum_fails_every_device_and_the_server_goes_back_to_the_previous_sum(keys_dir, monkeypatch):
+    from client.secure import global_model
+    from shared_models.crypto import DecryptionError
+
+    server = SecureAggregation(load_server_keys(keys_dir), n_params=N_PARAMS)
+    good = {}
+    for r, bad in ((1, False), (2, True)):
+        server.begin(r, [0, 1, 2])
+        for i, dev in enumerate(DEVICES[:3]):
+            content = (_out_of_range_update(keys_dir, monkeypatch, dev, r) if bad and i == 0 else
+                       _signed(keys_dir, dev, r, np.full(N_PARAMS, 0.1, np.float32)))
+            assert server.offer(decode_train_reply(i, FakeMessage(content, i, "train"))) == ""
+        assert server.finish(min_train_nodes=2)
+        good[r] = server.latest
+    template = {"v": np.zeros(N_PARAMS, np.float32)}
+    weights, _, _ = global_model(good[1], device_keys(keys_dir, "d1"), template, user_level=False)
+    np.testing.assert_allclose(weights["v"], 0.1, atol=1e-3)
+    with pytest.raises(DecryptionError):  # the device checks what it decrypts (total weight, clip range)
+        global_model(good[2], device_keys(keys_dir, "d1"), template, user_level=False)
+    server.begin(3, [0, 1, 2])
+    for i in range(3):  # every device reports, through the real codec, that the sum does not decrypt
+        rep = decode_train_reply(i, FakeMessage(encode_train_reply(TrainReply(
+            node=i, error="DecryptionError: decrypted average exceeds clip_range")), i, "train"))
+        assert rep.error.startswith("DecryptionError")
+        server.note_failure(rep)
+    assert not server.finish(min_train_nodes=2)
+    assert server.latest == good[1]  # back to the last sum devices could decrypt
+    assert server.rejected[-1][0] == 3 and "reverted" in server.rejected[-1][2]
