@@ -39,7 +39,8 @@ KEY_SIGNATURE = "signature"
 KEY_SIGNED_ROUND = "signed-round"
 KEY_BROADCAST = "broadcast"  # SHA-256 of the round's published global state (in-process simulations)
 KEY_BROADCAST_DIR = "broadcast-dir"  # where it was published
-KEY_ERROR = "error"  # why a device failed its round (e.g. "DecryptionError: ..."), reported, not raised
+KEY_ERROR = "error"  # the kind of a device's failure (its exception's name only: the message could carry
+# decrypted values, e.g. a total weight, that the server must not learn)
 UNDECODABLE = "DecryptionError"  # how a device's error starts when the global sum it received does not decrypt
 KEY_RUN_ID = "run-id"  # the run's nonce (server/run_id.py): devices sign it with their update
 GLOBAL_SUM = "global-sum"  # ArrayRecord key of the encrypted global sum (raw bytes)
@@ -136,7 +137,7 @@ def encode_train_reply(rep: TrainReply) -> RecordDict:
     content = RecordDict({
         METRICS: MetricRecord({k: _finite(v) for k, v in metrics.items()}),
         CONFIG: ConfigRecord({KEY_REASON: rep.reason, KEY_DEVICE_ID: rep.device_id, KEY_SIGNED_ROUND: rep.round_id,
-                              KEY_SIGNATURE: rep.signature, KEY_ERROR: rep.error[:300]})})
+                              KEY_SIGNATURE: rep.signature, KEY_ERROR: rep.error.split(":", 1)[0][:80]})})
     if rep.payload is not None:
         content[ARRAYS] = ArrayRecord({UPDATE: bytes_array(rep.payload)})
     elif rep.shared:
