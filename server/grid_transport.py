@@ -150,7 +150,7 @@ class GridTransport:
                     ranks[n] = decode_rank(msg)
                 except Exception as exc:  # a hostile rank: that node is not evaluated, the run goes on
                     log.warning("node %d: evaluation reply rejected: %s", n, _short(str(exc)))
-        return ranks
+        return dict(sorted(ranks.items()))  # node order, not arrival order: metrics sum in one order every run
 
 
 def _short(reason: str, limit: int = 300) -> str:
