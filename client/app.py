@@ -15,10 +15,11 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from client.round import DeviceContext, RoundInput, evaluate_round, train_round
-from client.runtime import deployed_device
+from client.runtime import DeviceState, deployed_device
 from client.store import DeviceStore
 from shared_models.datasets.population import population
-from shared_models.messages import Instruction, decode_instruction, encode_rank, encode_train_reply
+from shared_models.messages import (Instruction, decode_instruction, encode_identity, encode_rank,
+                                    encode_train_reply)
 from shared_models.paths import device_state_dir
 
 DEVICE_THREADS = 1
@@ -37,7 +38,7 @@ def round_input(msg: Message, context: Context) -> tuple[RoundInput, Instruction
         data = pop.devices[int(context.node_config["partition-id"])]
         device = DeviceContext(data, DeviceStore(device_state_dir(ins.run_dir, data.device_id)), pop.text,
                                pop.max_interactions, ins.keys_dir)
-    return RoundInput(device, ins.cfg, ins.received, ins.round_id, prior=ins.prior), ins
+    return RoundInput(device, ins.cfg, ins.received, ins.round_id, prior=ins.prior, run_id=ins.run_id), ins
 
 
 @app.train()
@@ -50,3 +51,15 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     inp, ins = round_input(msg, context)
     return Message(encode_rank(evaluate_round(inp, ins.stage)), reply_to=msg)
+
+
+@app.query()
+def identify(msg: Message, context: Context) -> Message:
+    """Who this node is (its device id), so the server can map nodes to devices the same way on every launch
+    (Flower's node ids change with every simulation launch)."""
+    if STATE_DIR in context.node_config:
+        device_id = DeviceState(str(context.node_config[STATE_DIR])).user_id
+    else:
+        ins = decode_instruction(msg)
+        device_id = population(ins.cfg).devices[int(context.node_config["partition-id"])].device_id
+    return Message(encode_identity(device_id), reply_to=msg)

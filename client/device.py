@@ -9,6 +9,7 @@ example count -- or, under user-level DP, the clipped and noised shared delta wi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections import OrderedDict
@@ -43,14 +44,16 @@ class TrainOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def load_weights(model: InterestModel, shared: dict[str, np.ndarray], store: DeviceStore) -> None:
+def load_weights(model: InterestModel, shared: dict[str, np.ndarray], store: DeviceStore, *,
+                 personal: dict[str, torch.Tensor] | None = None) -> None:
+    """Global shared weights, then the device's personal ones (``personal``, else its store's)."""
     params = dict(model.named_parameters())
     with torch.no_grad():
         for k, v in shared.items():
             if k not in params:
                 raise KeyError(f"global weights carry unknown parameter {k!r}")
             params[k].copy_(torch.as_tensor(np.asarray(v)).view_as(params[k]))
-        personal = store.load_personal()
+        personal = store.load_personal() if personal is None else personal
         for k, v in (personal or {}).items():
             if k in params and k not in shared:
                 params[k].copy_(v)
@@ -76,6 +79,7 @@ class PreparedRound:
     global_shared: dict[str, np.ndarray] = field(default_factory=dict)  # the model this round started from
     noise_seed: int = 0  # user-level noise (a device secret unless reproducible_noise)
     dropout_seed: int = 0  # torch's global RNG right before training: reproducible per (run seed, round, device)
+    replay_digest: str = ""  # a resumed run re-asks the last round sent: the update must come out identical
 
 
 def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
@@ -88,46 +92,78 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
     if len(windows) == 0:
         return TrainOutcome(refused=True, reason=f"device {data.device_id}: no training window (history too short)")
     model = build_device_model(cfg, data.num_items, text, data.device_id)
-    load_weights(model, global_shared, store)
+    # a resumed run re-asks the round this device last sent: window-level DP only (each update is private on
+    # its own, so sending the identical one again costs nothing); under user-level DP a re-released round's sum
+    # over another subset of devices could be differenced against the first, so those devices refuse
+    spent = not priv.user_level and priv.mode in EXAMPLE_MODES and any(
+        e.round_id == round_id for e in store.ledger(priv, delta=resolve_delta(cfg, max_interactions)).rounds)
+    replay = store.replay(round_id) if spent else None
+    load_weights(model, global_shared, store, personal=replay[1] if replay else None)
     model.to(resolve_device(fed.device))
     model.set_item_prior(None if item_prior is None else cfg.model.prior_weight * torch.as_tensor(item_prior))
     seed = dropout_seed = fed.seed * 7919 + round_id * 104729 + stable_hash(data.device_id)
     ledger = None
-    if priv.user_level and round_id in store.contributed_rounds():  # a resumed run re-asks a released round
+    if priv.user_level and round_id in store.contributed_rounds() and replay is None:
         return TrainOutcome(refused=True, reason=f"already contributed to round {round_id}: a second noisy delta for "
                             "the same round could be differenced against the first")
     noise_seed = seed if priv.reproducible_noise or priv.mode == "none" else store.noise_seed(round_id)
     if priv.mode in EXAMPLE_MODES:
         seed = noise_seed  # DP-SGD noise from a device secret
         ledger = store.ledger(priv, delta=resolve_delta(cfg, max_interactions))
-        if any(e.round_id == round_id for e in ledger.rounds):  # a resumed run re-asks an interrupted round
+        if any(e.round_id == round_id for e in ledger.rounds) and replay is None:  # a resumed run re-asks
             return TrainOutcome(refused=True, reason=f"already trained in round {round_id}: retraining would "
                                 "spend privacy twice", metrics={"epsilon": ledger.epsilon()})
         q, steps = dp_plan(len(windows), batch_size=fed.batch_size, epochs=fed.local_epochs)
-        if ledger.would_exceed(noise_multiplier=priv.noise_multiplier, sample_rate=q, num_steps=steps):
+        if replay is None and ledger.would_exceed(noise_multiplier=priv.noise_multiplier, sample_rate=q, num_steps=steps):
             eps = ledger.epsilon()
             return TrainOutcome(refused=True, reason=f"budget: epsilon {eps:.3f} would exceed target "
                                 f"{priv.target_epsilon} after this round", metrics={"epsilon": eps})
-    return PreparedRound(data, store, model, windows, seed, ledger, dict(global_shared), noise_seed, dropout_seed)
+    if replay is None and not priv.user_level and priv.mode in EXAMPLE_MODES:
+        store.begin_round(round_id)
+    return PreparedRound(data, store, model, windows, seed, ledger, dict(global_shared), noise_seed, dropout_seed,
+                         replay[0] if replay else "")
 
 
 def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, round_id: int) -> TrainOutcome:
-    """Record the privacy spend, keep the personal weights on the device, return only the shared ones."""
+    """Record the privacy spend, keep the personal weights on the device, return only the shared ones.
+
+    A replayed round (a resumed run re-asks the round this device last sent) charges nothing new and returns
+    the update only if it is bit-identical to the one sent (same start, same seeds); otherwise it refuses."""
     metrics: dict[str, float] = {"train_loss": result.loss}
+    keys = shared_keys(prep.model, personal_short_term=cfg.federated.personal_short_term)
+    params = dict(prep.model.named_parameters())
+    personal = {k: v.detach().cpu() for k, v in params.items() if k not in keys}
+    shared = OrderedDict((k, params[k].detach().cpu().numpy().copy()) for k in keys)
+    num_examples = result.num_examples
+    if cfg.privacy.user_level:  # user-level DP: a clipped, noised delta with a fixed weight of 1 leaves the device
+        shared, metrics["delta_norm"] = noisy_delta(shared, prep.global_shared, cfg=cfg, noise_seed=prep.noise_seed)
+        num_examples = 1
+    digest = update_digest(shared, num_examples)
+    if prep.replay_digest and digest != prep.replay_digest:
+        return TrainOutcome(refused=True, reason=f"already trained in round {round_id}: the retrained update "
+                            "differs from the one sent, and a second one would spend privacy twice")
     if prep.ledger is not None:
-        prep.ledger.record(round_id=round_id, noise_multiplier=result.noise_multiplier,
+        prep.ledger.record(round_id=round_id, noise_multiplier=result.noise_multiplier,  # a replay: no-op
                            sample_rate=result.sample_rate, num_steps=result.steps)
         metrics.update(epsilon=prep.ledger.epsilon(), steps=float(prep.ledger.total_steps),
                        sample_rate=result.sample_rate)
-    keys = shared_keys(prep.model, personal_short_term=cfg.federated.personal_short_term)
-    params = dict(prep.model.named_parameters())
-    prep.store.save_personal({k: v.cpu() for k, v in params.items() if k not in keys})
-    shared = OrderedDict((k, params[k].detach().cpu().numpy().copy()) for k in keys)
-    if cfg.privacy.user_level:  # user-level DP: a clipped, noised delta with a fixed weight of 1 leaves the device
-        shared, metrics["delta_norm"] = noisy_delta(shared, prep.global_shared, cfg=cfg, noise_seed=prep.noise_seed)
-        prep.store.record_contribution(round_id)  # before the update leaves the device
-        return TrainOutcome(shared=shared, num_examples=1, metrics=metrics)
-    return TrainOutcome(shared=shared, num_examples=result.num_examples, metrics=metrics)
+    if not prep.replay_digest:
+        prep.store.save_personal(personal)
+        if cfg.privacy.user_level:
+            prep.store.record_contribution(round_id)  # before the update leaves the device
+        if not cfg.privacy.user_level and prep.ledger is not None:
+            prep.store.sent_update(round_id, digest)
+    return TrainOutcome(shared=shared, num_examples=num_examples, metrics=metrics)
+
+
+def update_digest(shared: dict[str, np.ndarray], num_examples: int) -> str:
+    """SHA-256 over the update's names, dtypes, shapes, bytes and example count."""
+    h = hashlib.sha256(str(num_examples).encode())
+    for k in sorted(shared):
+        v = np.ascontiguousarray(shared[k])
+        h.update(f"{k}|{v.dtype.str}|{v.shape}|".encode())
+        h.update(v.tobytes())
+    return h.hexdigest()
 
 
 TrainStep = Callable[[Config, list[PreparedRound]], list[LocalTrainResult]]

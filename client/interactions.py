@@ -11,12 +11,15 @@ file before it writes anything, so a bad row commits nothing and the error names
 from __future__ import annotations
 
 import csv
+import io
+import logging
 import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 STORE_NAME = "interactions.sqlite"
 ITEM_COL, TIME_COL, USER_COL = "item", "timestamp", "user"
 PROGRESS_EVERY = 10_000  # rows between progress callbacks inside an import transaction
@@ -81,10 +84,18 @@ class InteractionStore:
         """Import ``item,timestamp`` or ``user,item,timestamp`` rows (the latter filtered to ``user_id``).
 
         Every row is checked first (``known(item)`` rejects items outside the catalogue); then all are
-        written in one transaction. Returns the number of events imported.
+        written in one transaction. Duplicate policy (the same as the simulation's datasets,
+        ``shared_models/datasets/rows.py``): a row that repeats an event exactly (same item and timestamp for
+        this user), earlier in the file or already in the store, is dropped, so re-importing a file adds
+        nothing. Returns the number of events imported.
         """
         rows = read_interaction_csv(Path(path), user_id=user_id, known=known)
-        return self.add_many(rows, progress=progress)
+        seen = {(item, ts) for _, item, ts in self.events()}
+        fresh = [row for row in rows if not (row in seen or seen.add(row))]
+        if len(fresh) < len(rows):
+            log.warning("%s: %d row(s) repeat an event already imported or earlier in the file; dropped", path,
+                        len(rows) - len(fresh))
+        return self.add_many(fresh, progress=progress)
 
     def history(self) -> list[str]:
         """Item tokens, oldest first (ties in timestamp keep insertion order)."""
@@ -140,7 +151,14 @@ def read_interaction_csv(path: Path, *, user_id: str | None = None,
     """Parse and check every row of an interaction CSV; InteractionError names ``file:line`` and the field."""
     if not path.is_file():
         raise InteractionError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8") as fh:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a leading BOM is no part of the header
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InteractionError(f"{path}:{line}: not valid UTF-8 text ({exc.reason} at byte {exc.start}); "
+                               "save the file as UTF-8") from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.reader(fh)
         try:
             cols = _header(path, next(reader, None))

@@ -42,7 +42,7 @@ def contribute(inp: "RoundInput") -> TrainReply:
     if cfg.he.enabled:
         reply.payload, reply.signature, encrypt_s = encode_update({PRIOR_KEY: noisy}, weight=1,
                                                                   keys=device_keys(d.keys_dir, d.data.device_id),
-                                                                  round_id=PRIOR_ROUND)
+                                                                  round_id=PRIOR_ROUND, run_id=inp.run_id)
         reply.metrics = {"encrypt_s": encrypt_s}
     else:
         reply.shared, reply.num_examples = {PRIOR_KEY: noisy.astype(np.float32)}, 1

@@ -55,6 +55,7 @@ class RoundInput:
     round_id: int  # PRIOR_ROUND (0): the popularity prior's contribution, not a training round
     node: int = -1  # the transport's node index (echoed in the reply)
     prior: Any = None  # the released popularity prior (encrypted sum or plaintext counts), if any
+    run_id: str = ""  # the run the server named in its instruction (signed with an encrypted update)
 
     def item_prior(self) -> np.ndarray | None:
         return prior.decode(self.prior, keys_dir=self.device.keys_dir, device_id=self.device.data.device_id)
@@ -154,7 +155,7 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
     if cfg.he.enabled:
         keys = device_keys(inp.device.keys_dir, device_id)
         reply.payload, reply.signature, reply.metrics["encrypt_s"] = encode_update(
-            out.shared, weight=weight, keys=keys, round_id=inp.round_id)
+            out.shared, weight=weight, keys=keys, round_id=inp.round_id, run_id=inp.run_id)
     else:
         reply.shared, reply.num_examples = out.shared, weight
     return reply

@@ -32,6 +32,7 @@ from client.interactions import STORE_NAME, InteractionError, InteractionStore
 from client.store import DeviceStore
 from shared_models.config import Config, build_config, load_config
 from shared_models.atomic_io import atomic_write_bytes, atomic_write_json
+from shared_models.paths import check_device_id
 
 if TYPE_CHECKING:
     from client.round import DeviceContext
@@ -171,6 +172,7 @@ def init_device(root: Path | str, *, user_id: str, dataset: str | None = None, c
                 config: Path | None = None, import_history: bool = True, keys: Path | None = None) -> int:
     """Create a state directory; returns the number of history events imported from ``dataset``."""
     root = Path(root)
+    _check_user_id(user_id)
     if (root / DEVICE_FILE).exists():
         raise DeviceStateError(f"{root / DEVICE_FILE}: already initialised (use another --state)")
     if (dataset is None) == (catalogue_csv is None):
@@ -267,9 +269,18 @@ def _keep(root: Path, state: object, *, encrypted_name: str, plain_name: str) ->
     (root / other).unlink(missing_ok=True)
 
 
+def _check_user_id(user_id: str) -> str:
+    """A deployed device's user id is its key id, a file name in the key tree: only safe ids are accepted."""
+    try:
+        return check_device_id(user_id, what="--user-id")
+    except ValueError as exc:
+        raise DeviceStateError(str(exc)) from None
+
+
 def install_device_keys(root: Path | str, keys_root: Path | str, device_id: str) -> Path:
     """Copy ONE device's key material (and the public manifest) from a ``keys init`` tree into ``root/keys``."""
     src, dst = Path(keys_root), Path(root) / KEYS_DIR
+    _check_user_id(device_id)
     if not (src / "clients" / device_id).is_dir():
         raise DeviceStateError(f"{src}: no key material for device {device_id!r} (clients/{device_id}/ missing)")
     (dst / "clients").mkdir(parents=True, exist_ok=True)

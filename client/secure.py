@@ -2,7 +2,7 @@
 
 The device flattens its shared weights in the fixed key order of the initial model, lets
 ``encrypt_update`` multiply them by its weight (number of training windows) and append the weight as one
-more slot, then signs (round id, device id, SHA-256 of the payload) with its Ed25519 key. A device that
+more slot, then signs (run id, round id, device id, SHA-256 of the payload) with its Ed25519 key. A device that
 receives no aggregate yet (round 1) builds the initial shared model from the seed all devices share.
 """
 
@@ -79,12 +79,12 @@ def global_model(blob: bytes | None, keys: DeviceKeys, template: dict[str, np.nd
     return weights, total, seconds
 
 
-def encode_update(shared: dict[str, np.ndarray], *, weight: int, keys: DeviceKeys, round_id: int
-                  ) -> tuple[bytes, bytes, float]:
+def encode_update(shared: dict[str, np.ndarray], *, weight: int, keys: DeviceKeys, round_id: int,
+                  run_id: str = "") -> tuple[bytes, bytes, float]:
     """(payload, signature, encrypt seconds) for this device's weighted shared weights."""
     t0 = time.perf_counter()
     weight = min(weight, keys.he.max_weight)  # FedAvg weight cap: the encoding's overflow bound needs it
     payload = encrypt_update(keys.context, flatten(shared), weight=float(weight), cfg=keys.he)
     signature = sign_update(keys.signing_key, round_id=round_id, device_id=keys.device_id,
-                            payload_sha256=payload_sha256(payload))
+                            payload_sha256=payload_sha256(payload), run_id=run_id)
     return payload, signature, time.perf_counter() - t0

@@ -4,6 +4,10 @@ Layout (one directory per device; in simulation ``RUN_DIR/devices/<device-id>/``
 - ``personal.pt``  the personal parameters (short-term encoder, fusion gate), written atomically
 - ``ledger.json``  the privacy ledger (``shared_models.privacy.PrivacyLedger``), written atomically
 - ``contributions.json``  rounds this device sent a user-level noisy delta for (user-level DP)
+- ``replay.json`` + ``personal_before.pt``  the last round trained: its number, the SHA-256 of the update
+  that left the device, and the personal weights it started from, so a resumed run that asks for that round
+  again gets the identical update (retrained from the same start with the same seeds, checked against the
+  digest), never a second, different one
 Everything here stays on the device; nothing in this directory is ever sent to the server.
 """
 
@@ -47,6 +51,39 @@ class DeviceStore:
     @property
     def contributions_path(self) -> Path:
         return self.root / "contributions.json"
+
+    @property
+    def replay_path(self) -> Path:
+        return self.root / "replay.json"
+
+    @property
+    def personal_before_path(self) -> Path:
+        return self.root / "personal_before.pt"
+
+    def begin_round(self, round_id: int) -> None:
+        """Keep the personal weights this round starts from (before training changes them)."""
+        if self.personal_path.is_file():
+            atomic_write_bytes(self.personal_before_path, self.personal_path.read_bytes())
+        else:
+            self.personal_before_path.unlink(missing_ok=True)
+        atomic_write_bytes(self.replay_path, json.dumps({"round": round_id, "digest": ""}).encode())
+
+    def sent_update(self, round_id: int, digest: str) -> None:
+        """Record the digest of the update this round sends (before it leaves the device)."""
+        atomic_write_bytes(self.replay_path, json.dumps({"round": round_id, "digest": digest}).encode())
+
+    def replay(self, round_id: int) -> tuple[str, dict[str, torch.Tensor]] | None:
+        """(digest, personal weights it started from) of ``round_id`` when it was the last round sent; None
+        otherwise (or when anything is unreadable: the device then refuses, as without a record)."""
+        try:
+            doc = json.loads(self.replay_path.read_text())
+            if doc.get("round") != round_id or not doc.get("digest"):
+                return None
+            before = (torch.load(self.personal_before_path, map_location="cpu", weights_only=True)
+                      if self.personal_before_path.is_file() else {})  # {}: the round started from none
+            return str(doc["digest"]), before
+        except Exception:  # noqa: BLE001 - a missing or corrupt record only means: no replay
+            return None
 
     def contributed_rounds(self) -> set[int]:
         """Rounds this device already sent a user-level noisy delta for (never send a second one)."""

@@ -17,7 +17,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.grid_transport import GridTransport
-from server.job import prepare_keys, run_job
+from server.job import RunFailed, prepare_keys, run_job
+from server.run_id import run_identity
 from shared_models.config import Config, config_from_run_config
 from shared_models.datasets.population import population
 
@@ -61,8 +62,14 @@ def make_app(job: SimulationJob | None = None) -> ServerApp:
         keys_dir = prepare_keys(cfg, population(cfg), run_dir)
         transport = GridTransport(grid, cfg, str(run_dir), expected_nodes=expected, timeout_s=REPLY_TIMEOUT_S,
                                   keys_dir=keys_dir, node_wait_s=cfg.federated.node_wait_s, alive=alive,
-                                  max_in_flight=in_flight, broadcast_dir=broadcast)
-        result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
+                                  max_in_flight=in_flight, broadcast_dir=broadcast, run_id=run_identity(run_dir),
+                                  device_order=[d.device_id for d in population(cfg).devices])
+        try:
+            result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
+        except RunFailed as exc:
+            if job is None:
+                raise
+            result = exc.result  # the harness reports the failure (simulations/simulate.py)
         if job is not None:
             job.result = result
         log.info("metrics written to %s", run_dir / "metrics.json")

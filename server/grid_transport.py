@@ -10,7 +10,8 @@ import numpy as np
 from flwr.app import Message, MessageType
 
 from shared_models.config import Config
-from shared_models.messages import TrainReply, config_to_json, decode_rank, decode_train_reply, instruction_builder
+from shared_models.messages import (TrainReply, config_to_json, decode_identity, decode_rank, decode_train_reply,
+                                    instruction_builder)
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # waiting for nodes to register
@@ -18,11 +19,14 @@ PULL_S = 0.02  # polling for replies while messages are in flight
 
 
 class GridTransport:
-    """Node index i is the i-th registered node id in sorted order (node ids are opaque uint64)."""
+    """Node index i is the node of the i-th device of ``device_order`` (each node names its device when asked,
+    so the mapping is the same on every launch although Flower's node ids are not); without ``device_order``,
+    or for nodes that do not name a known device, the order of their opaque uint64 ids."""
 
     def __init__(self, grid, cfg: Config, run_dir: str, *, expected_nodes: int, timeout_s: float | None,
                  keys_dir: str = "", node_wait_s: float = 120.0, alive: Callable[[], bool] | None = None,
-                 max_in_flight: int = 0, broadcast_dir: str = "") -> None:
+                 max_in_flight: int = 0, broadcast_dir: str = "", run_id: str = "",
+                 device_order: list[str] | None = None) -> None:
         """``alive``: False once the job this loop serves is gone (an in-process simulation whose engine
         crashed): the loop then stops instead of running rounds nobody answers into the run directory.
 
@@ -40,10 +44,13 @@ class GridTransport:
         self.alive = alive
         self.max_in_flight = max_in_flight
         self.broadcast_dir = broadcast_dir
+        self.run_id = run_id  # sent in every instruction; devices sign it (server/run_id.py)
         self.timeout_s = timeout_s
         self._config_json = config_to_json(cfg)
         self.prior = None  # the released popularity prior: sent with every instruction once set
         self._ids = self._wait_for_nodes(expected_nodes, node_wait_s)
+        if device_order:
+            self._ids = self._order_by_identity(device_order)
 
     def __enter__(self) -> "GridTransport":
         return self
@@ -60,6 +67,30 @@ class GridTransport:
                     log.warning("only %d of %d expected nodes registered; carrying on", len(ids), expected)
                 return ids
             time.sleep(POLL_S)
+
+    def _order_by_identity(self, device_order: list[str]) -> list[int]:
+        """Ask every node which device it is; known devices first, in ``device_order``, then the rest."""
+        replies = self._send(list(range(len(self._ids))), self._content_fn(0, None, "identify"), MessageType.QUERY)
+        position, claimed = {d: i for i, d in enumerate(device_order)}, {}
+        for n in sorted(replies):
+            msg = replies[n]
+            try:
+                if msg.has_error():
+                    raise ValueError(f"code {msg.error.code}: {_short(msg.error.reason)}")
+                device = decode_identity(msg)
+            except Exception as exc:  # hostile or old node: it keeps an index after the known devices
+                log.warning("node %d did not identify itself: %s", self._ids[n], _short(str(exc)))
+                continue
+            if device not in position or device in claimed:
+                log.warning("node %d names %s device %r: placed after the known devices", self._ids[n],
+                            "an unknown" if device not in position else "an already claimed", device[:80])
+                continue
+            claimed[device] = self._ids[n]
+        known = [claimed[d] for d in device_order if d in claimed]
+        rest = sorted(set(self._ids) - set(known))
+        if rest:
+            log.warning("%d of %d nodes are not mapped to a known device", len(rest), len(self._ids))
+        return known + rest
 
     def node_ids(self) -> list[int]:
         return list(range(len(self._ids)))
@@ -94,7 +125,8 @@ class GridTransport:
 
     def _content_fn(self, round_id: int, received, stage: str = ""):
         return instruction_builder(self._config_json, received, round_id=round_id, stage=stage, run_dir=self.run_dir,
-                                   keys_dir=self.keys_dir, broadcast_dir=self.broadcast_dir, prior=self.prior)
+                                   keys_dir=self.keys_dir, broadcast_dir=self.broadcast_dir, prior=self.prior,
+                                   run_id=self.run_id)
 
     def train(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray]) -> list[TrainReply]:
         replies = self._send(nodes, self._content_fn(round_id, shared), MessageType.TRAIN)
@@ -116,8 +148,11 @@ class GridTransport:
             if msg.has_error():
                 log.warning("node %d failed to evaluate: %s", n, _short(msg.error.reason))
             else:
-                ranks[n] = decode_rank(msg)
-        return ranks
+                try:
+                    ranks[n] = decode_rank(msg)
+                except Exception as exc:  # a hostile rank: that node is not evaluated, the run goes on
+                    log.warning("node %d: evaluation reply rejected: %s", n, _short(str(exc)))
+        return dict(sorted(ranks.items()))  # node order, not arrival order: metrics sum in one order every run
 
 
 def _short(reason: str, limit: int = 300) -> str:

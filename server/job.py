@@ -17,10 +17,11 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from server.checkpoint import load_checkpoint, save_checkpoint, trim_history
-from server.loop import PlainFedAvg, RoundStats, append_history, evaluate_nodes, evaluation_state, run_rounds, write_json
+from server.loop import PlainFedAvg, RoundStats, UpdateLimits, append_history, evaluate_nodes, evaluation_state, run_rounds, write_json
 from server.optimizers import make_server_optimizer
 from server.prior import release_prior
 from server.report import build_result, ledger_epsilons
+from server.run_id import run_identity
 from server.run_log import log_record, open_round_log, server_signing_key
 from server.secure import SecureAggregation
 from server.selection import ModelSelection
@@ -32,6 +33,31 @@ from shared_models.datasets.population import Population, population
 from shared_models.model.state import initial_shared
 
 log = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """A run that produced nothing usable: no round released an aggregate, or no device was evaluated.
+    ``result`` is what was written to metrics.json (with its ``failure`` reason)."""
+
+    def __init__(self, reason: str, result: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.result = result
+
+
+def failure_reason(cfg: Config, stats: list[RoundStats], test: dict[str, float]) -> str:
+    """Why a finished run is a failure, or '' when it is not. A round released an aggregate when it had at
+    least ``min_train_nodes`` valid updates; the final test counts the devices that returned a rank."""
+    released = [s.round for s in stats if s.valid >= cfg.federated.min_train_nodes]
+    if not released:
+        rejected = sum(s.rejected for s in stats)
+        failed = sum(s.failed for s in stats)
+        return (f"no round released an aggregate ({len(stats)} rounds, each with < min_train_nodes="
+                f"{cfg.federated.min_train_nodes} valid updates; {rejected} rejected, {failed} failed updates)")
+    if not test.get("evaluated", 0):
+        return "no device was evaluated on its test item (every device failed or sent an invalid rank)"
+    return ""
+
+
 SERVER_THREADS = 1  # the server's own torch work; a simulated device is one CPU's worth (Ray gives num_cpus)
 
 
@@ -49,7 +75,7 @@ def prepare_keys(cfg: Config, pop: Population, run_dir: Path) -> str:
     return str(keys_dir)
 
 
-def make_strategy(cfg: Config, pop: Population, keys_dir: str):
+def make_strategy(cfg: Config, pop: Population, keys_dir: str, run_id: str = ""):
     """PlainFedAvg (server holds the weights) or SecureAggregation (server holds only an encrypted sum)."""
     template = initial_shared(cfg, pop.num_items, pop.text)  # public architecture: shapes only under HE
     user = cfg.privacy.user_level
@@ -59,13 +85,15 @@ def make_strategy(cfg: Config, pop: Population, keys_dir: str):
     if not cfg.he.enabled:
         if user:
             return PlainDPFedAvg(template, server_lr=cfg.federated.server_lr,
-                                 denominator=cfg.federated.clients_per_round)
+                                 denominator=cfg.federated.clients_per_round, limits=UpdateLimits.from_config(cfg))
         f = cfg.federated
         return PlainFedAvg(template, make_server_optimizer(f.server_optimizer, lr=f.server_lr,
                                                            momentum=f.server_momentum, beta2=f.server_beta2,
-                                                           tau=f.server_tau), ema_decay=f.server_ema)
+                                                           tau=f.server_tau), ema_decay=f.server_ema,
+                           limits=UpdateLimits.from_config(cfg))
     n_params = int(sum(v.size for v in template.values()))
-    return SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=n_params, accumulate=user)
+    return SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=n_params, accumulate=user,
+                             run_id=run_id)
 
 
 def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progress: bool = True) -> dict[str, Any]:
@@ -78,7 +106,7 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     history = run_dir / "history.csv"
     pop = population(cfg)
-    strategy = make_strategy(cfg, pop, keys_dir)
+    strategy = make_strategy(cfg, pop, keys_dir, run_identity(run_dir))
     selection = ModelSelection(patience=cfg.federated.patience) if cfg.federated.keep_best else None
     done, stats = load_checkpoint(run_dir, strategy, json.loads(json.dumps(config)), selection)
     trim_history(history, done)
@@ -127,7 +155,12 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
         result["selection"] = selection.summary()
     if prior_summary is not None:
         result["privacy"]["prior"] = prior_summary
+    if why := failure_reason(cfg, stats, test):
+        result["failure"] = why
     write_json(run_dir / "metrics.json", result)
+    if why:
+        log.error("run %s failed: %s (metrics.json written)", run_dir, why)
+        raise RunFailed(f"{why}; see {run_dir / 'metrics.json'} and {history}", result)
     return result
 
 

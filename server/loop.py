@@ -23,7 +23,7 @@ import numpy as np
 
 from server.aggregation import fedavg
 from server.optimizers import ServerOptimizer, ema_step
-from shared_models.config import Config
+from shared_models.config import Config, FederatedConfig
 from shared_models.messages import TrainReply
 from shared_models.train.metrics import summarize
 from shared_models.privacy.user_level import client_sample_rate, poisson_sample
@@ -35,8 +35,9 @@ class PlainFedAvg:
     """Plaintext FedAvg: the server holds the global shared weights (``he.enabled = false``)."""
 
     def __init__(self, shared: dict[str, np.ndarray], optimizer: ServerOptimizer | None = None, *,
-                 ema_decay: float = 0.0) -> None:
+                 ema_decay: float = 0.0, limits: "UpdateLimits | None" = None) -> None:
         self.shared = shared
+        self.limits = limits or UpdateLimits()
         self.optimizer = optimizer or ServerOptimizer(lr=1.0)  # plain FedAvg: the average is the new model
         self.ema_decay = ema_decay  # > 0: also keep an EMA of the global model (``evaluation_state``)
         self.ema: dict[str, np.ndarray] | None = None  # float64
@@ -59,7 +60,10 @@ class PlainFedAvg:
         self._accepted, self._round = [], round_id
 
     def offer(self, reply: TrainReply) -> str:
-        reason = check_update(reply, self.shared)
+        try:
+            reason = check_update(reply, self.shared, self.limits)
+        except Exception as exc:  # a hostile reply must never end the round loop
+            reason = f"update could not be checked ({type(exc).__name__}: {str(exc)[:200]})"
         if reason:
             self.rejected.append((self._round, reply.node, reason))
         else:
@@ -116,8 +120,25 @@ def sample_nodes(nodes: list[int], cfg: Config, rng: np.random.Generator) -> lis
     return sorted(rng.choice(nodes, size=k, replace=False).tolist())
 
 
-def check_update(reply: TrainReply, expected: dict[str, np.ndarray]) -> str:
-    """Empty string if the update is acceptable, else the reason it is rejected."""
+@dataclass(frozen=True)
+class UpdateLimits:
+    """What a plaintext update may claim (``federated.max_examples``, ``federated.max_abs_weight``)."""
+
+    max_examples: int = FederatedConfig.max_examples
+    max_abs_weight: float = FederatedConfig.max_abs_weight
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "UpdateLimits":
+        return cls(cfg.federated.max_examples, cfg.federated.max_abs_weight)
+
+
+def check_update(reply: TrainReply, expected: dict[str, np.ndarray], limits: UpdateLimits | None = None) -> str:
+    """Empty string if the update is acceptable (then ``reply.shared`` is put in the server's key order and
+    dtypes), else the reason it is rejected. Names, shapes and dtypes come from ``expected`` (the server's own
+    state, built from its config), never from another update."""
+    limits = limits or UpdateLimits()
+    if reply.invalid:
+        return reply.invalid
     if reply.shared is None:
         return "no weights"
     extra = sorted(set(reply.shared) - set(expected))
@@ -126,12 +147,21 @@ def check_update(reply: TrainReply, expected: dict[str, np.ndarray]) -> str:
     missing = sorted(set(expected) - set(reply.shared))
     if missing:
         return f"missing parameters {missing[:3]}"
+    n = reply.num_examples
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= limits.max_examples:
+        return f"example count {n!r} outside [1, {limits.max_examples}] (federated.max_examples)"
     for k, v in expected.items():
-        got = np.asarray(reply.shared[k])
-        if got.shape != v.shape or not np.isfinite(got).all():
-            return f"parameter {k!r} has shape {got.shape} (expected {v.shape}) or non-finite values"
-    if reply.num_examples <= 0:
-        return f"non-positive example count {reply.num_examples}"
+        got = reply.shared[k]
+        if not isinstance(got, np.ndarray) or got.dtype.kind != "f":
+            return f"parameter {k!r} is not a real floating-point array ({getattr(got, 'dtype', type(got))})"
+        if got.shape != np.shape(v):
+            return f"parameter {k!r} has shape {got.shape} (expected {np.shape(v)})"
+        if not np.isfinite(got).all():
+            return f"parameter {k!r} has non-finite values"
+        if got.size and float(np.abs(got).max()) > limits.max_abs_weight:
+            return f"parameter {k!r} has |value| {float(np.abs(got).max()):.3g} > {limits.max_abs_weight:g} " \
+                   "(federated.max_abs_weight)"
+    reply.shared = {k: reply.shared[k].astype(np.asarray(v).dtype, copy=False) for k, v in expected.items()}
     return ""
 
 
@@ -188,6 +218,8 @@ def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], strategy) -
         if rep.error:
             failed += 1
             log.warning("round %d: device on node %d failed: %s", r, rep.node, rep.error)
+            if (note := getattr(strategy, "note_failure", None)) is not None:
+                note(rep)  # SecureAggregation: devices that cannot decrypt the sum it broadcast
         elif rep.refused:
             refused += 1
         elif reason := strategy.offer(rep):

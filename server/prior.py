@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from server.run_id import run_identity
 from server.secure import SecureAggregation
 from server.user_dp import UserAccountant
 from shared_models.atomic_io import atomic_write_bytes
@@ -54,7 +55,7 @@ def release_prior(cfg: Config, transport, run_dir: Path, *, num_items: int, keys
     nodes = transport.node_ids()
     replies = transport.train(PRIOR_ROUND, nodes, None)
     if cfg.he.enabled:
-        state, contributors, rejected = _sum_encrypted(cfg, replies, nodes, num_items, keys_dir)
+        state, contributors, rejected = _sum_encrypted(cfg, replies, nodes, num_items, keys_dir, run_dir)
     else:
         state, contributors, rejected = _sum_plain(cfg, replies, num_items)
     summary.update(asked=len(nodes), contributors=contributors, rejected=rejected)
@@ -74,8 +75,10 @@ def release_prior(cfg: Config, transport, run_dir: Path, *, num_items: int, keys
     return state, {**summary, "released": True}
 
 
-def _sum_encrypted(cfg: Config, replies: list[TrainReply], nodes: list[int], num_items: int, keys_dir: str):
-    agg = SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=num_items)
+def _sum_encrypted(cfg: Config, replies: list[TrainReply], nodes: list[int], num_items: int, keys_dir: str,
+                   run_dir: Path):
+    agg = SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=num_items,
+                            run_id=run_identity(run_dir))
     agg.begin(PRIOR_ROUND, nodes)
     rejected = 0
     for rep in replies:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from shared_models.train.metrics import METRIC_NAMES
 from shared_models.privacy import PrivacyLedger, replace_one_epsilon
 from shared_models.privacy.units import DEVICE_LEDGER_UNIT, resolve_delta
 
+log = logging.getLogger(__name__)
+
 
 UNIT_DEFINITION = ("add/remove one training window: the device's history is cut from its end into disjoint "
                    "windows of up to max_len + 1 consecutive interactions; each is one DP-SGD sample. "
@@ -20,18 +23,34 @@ UNIT_DEFINITION = ("add/remove one training window: the device's history is cut 
 
 
 def ledger_summaries(cfg: Config, run_dir: Path, pop) -> list[dict[str, Any]]:
-    """Every device ledger's summary (the harness plays every device, so it may read them)."""
+    """Every readable device ledger's summary (the harness plays every device, so it may read them). A
+    corrupt ledger is that device's problem, never the run's: it is skipped with a warning and listed by
+    ``unreadable_ledgers``."""
+    return _read_ledgers(cfg, run_dir, pop)[0]
+
+
+def unreadable_ledgers(cfg: Config, run_dir: Path, pop) -> list[str]:
+    """Device ledgers (``devices/<dir>/ledger.json``, relative to the run) that could not be read."""
+    return _read_ledgers(cfg, run_dir, pop)[1]
+
+
+def _read_ledgers(cfg: Config, run_dir: Path, pop) -> tuple[list[dict[str, Any]], list[str]]:
     p = cfg.privacy
     if p.mode == "none":
-        return []
+        return [], []
     delta = resolve_delta(cfg, pop.max_interactions)
-    out = []
+    out, bad = [], []
     for f in sorted((run_dir / "devices").glob("*/ledger.json")):
-        ledger = PrivacyLedger.open(f, accountant=p.accountant, delta=delta, unit=DEVICE_LEDGER_UNIT,
-                                    target_epsilon=p.target_epsilon)
-        history = [(e.noise_multiplier, e.sample_rate, e.num_steps) for e in ledger.rounds]
-        out.append({**ledger.to_summary(), "epsilon_replace_one": replace_one_epsilon(history, delta=delta)})
-    return out
+        try:
+            ledger = PrivacyLedger.open(f, accountant=p.accountant, delta=delta, unit=DEVICE_LEDGER_UNIT,
+                                        target_epsilon=p.target_epsilon)
+            history = [(e.noise_multiplier, e.sample_rate, e.num_steps) for e in ledger.rounds]
+            out.append({**ledger.to_summary(), "epsilon_replace_one": replace_one_epsilon(history, delta=delta)})
+        except Exception as exc:  # a device's corrupt store fails that device only
+            log.warning("%s: unreadable device ledger, left out of the privacy summary (%s: %s)", f,
+                        type(exc).__name__, str(exc)[:200])
+            bad.append(str(f.relative_to(run_dir)))
+    return out, bad
 
 
 def ledger_epsilons(cfg: Config, run_dir: Path, pop) -> tuple[float, float]:
@@ -54,7 +73,9 @@ def privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats]) ->
                                                              if p.reproducible_noise else "device secret")}
     if off:
         return out
-    summaries = ledger_summaries(cfg, run_dir, pop)
+    summaries, unreadable = _read_ledgers(cfg, run_dir, pop)
+    if unreadable:  # the claim below does not cover these devices: say so
+        out["unreadable_ledgers"] = unreadable
     out["delta"] = resolve_delta(cfg, pop.max_interactions)
     out["ledgers"] = "read from RUN_DIR/devices" if summaries else "on the devices (not visible to the server)"
     if summaries:

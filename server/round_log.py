@@ -183,6 +183,13 @@ class LogVerification:
     reason: str = ""
 
 
+def key_fingerprint(public_key: Ed25519PublicKey) -> str:
+    """Hex SHA-256 of the raw 32-byte Ed25519 public key: what an auditor pins (``audit --key-fingerprint``)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return hashlib.sha256(public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()
+
+
 def verify_log(path: str | os.PathLike[str], verify_key: Ed25519PublicKey, *,
                expected_rounds: int | None = None) -> LogVerification:
     """Check every line's signature, the hash chain and strictly increasing rounds.

@@ -3,10 +3,15 @@
 The server holds the PUBLIC CKKS context (no secret key), its own signing key and the devices' Ed25519
 verify keys. Per update it checks, in order: the device is registered; the node was sampled this round and
 is the node this device has always spoken from; the round id is the current one (no replay); no second
-update from the device this round; the signature over (round, device, SHA-256(payload)); the payload parses
-under the server context with the expected number of ciphertexts. Anything else is rejected with a logged
+update from the device this round; the signature over (run id, round, device, SHA-256(payload)), so an update made for another run with the
+same keys fails; the payload parses
+under the server context with the number of ciphertexts and parameters of the server's own model template
+(never taken from another update). Anything else is rejected with a logged
 reason and the round carries on. A round with fewer than ``min_train_nodes`` valid updates keeps the
-previous aggregate.
+previous aggregate; when in such a round at least ``min_train_nodes`` sampled devices report that the sum they
+received does not decrypt (an update outside the encoding's range made it undecodable), the server goes back
+to the sum before it (one step, FedAvg only: a user-level running sum is kept as charged; it cannot tell
+which update was bad: no group testing).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from shared_models.messages import TrainReply
+from shared_models.messages import UNDECODABLE, TrainReply
 from shared_models.crypto import (Aggregator, PayloadError, ServerKeys, add_aggregates, payload_sha256,
                                   verify_update)
 
@@ -30,6 +35,7 @@ class SecureRound:
     sampled: set[int]
     aggregator: Aggregator
     seen_devices: set[str] = field(default_factory=set)
+    undecodable: set[int] = field(default_factory=set)  # sampled nodes that could not decrypt the broadcast sum
     rejected: list[tuple[int, str]] = field(default_factory=list)
     aggregate_s: float = 0.0
 
@@ -37,14 +43,16 @@ class SecureRound:
 class SecureAggregation:
     """Keeps the latest encrypted global sum; never decrypts (it cannot: no secret key)."""
 
-    def __init__(self, keys: ServerKeys, *, n_params: int, accumulate: bool = False) -> None:
+    def __init__(self, keys: ServerKeys, *, n_params: int, accumulate: bool = False, run_id: str = "") -> None:
         """``accumulate``: keep the running sum over rounds (user-level DP: devices add it to the initial
         model with a fixed denominator) instead of replacing the sum every round (FedAvg of weights)."""
         if keys.context.is_private():
             raise ValueError("the server context holds a secret key: refusing to run server-blind aggregation")
-        self.keys, self.n_params, self.accumulate = keys, n_params, accumulate
+        self.keys, self.n_params, self.accumulate, self.run_id = keys, n_params, accumulate, run_id
         self.expected_count = keys.he.n_ciphertexts(n_params)
         self.latest: bytes | None = None  # the encrypted sum devices decrypt into the global model
+        self._before: bytes | None = None  # the sum ``latest`` replaced, while a revert to it is possible
+        self._can_revert = False
         self.node_of: dict[str, int] = {}  # device id -> the node it speaks from (bound at first contact)
         self.round: SecureRound | None = None
         self.aggregate_s = 0.0
@@ -56,23 +64,38 @@ class SecureAggregation:
         return self.latest
 
     def begin(self, round_id: int, sampled: list[int]) -> SecureRound:
-        agg = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he)
+        agg = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he,
+                         expected_params=self.n_params)
         self.round = SecureRound(round_id, set(sampled), agg)
         return self.round
 
     def offer(self, rep: TrainReply) -> str:
         assert self.round is not None, "begin() first"
-        reason = self.reject_reason(self.round, rep)
+        try:
+            reason = self.reject_reason(self.round, rep)
+        except Exception as exc:  # a hostile reply must never end the round loop
+            reason = f"update could not be checked ({type(exc).__name__}: {str(exc)[:200]})"
         if reason:
             self.round.rejected.append((rep.node, reason))
             self.rejected.append((self.round.round_id, rep.node, reason))
         return reason
+
+    def note_failure(self, rep: TrainReply) -> None:
+        """A failed device of this round; one that could not decrypt the broadcast sum counts for a revert."""
+        if self.round is not None and rep.node in self.round.sampled and rep.error.startswith(UNDECODABLE):
+            self.round.undecodable.add(rep.node)
 
     def finish(self, *, min_train_nodes: int) -> bool:
         """Replace the global sum if enough valid updates arrived; True when it did."""
         rnd = self.round
         assert rnd is not None, "begin() first"
         ok = rnd.aggregator.n_summands >= min_train_nodes
+        if not ok and self._can_revert and not self.accumulate and len(rnd.undecodable) >= min_train_nodes:
+            log.error("round %d: %d devices cannot decrypt the global sum and no valid update arrived: going back "
+                      "to the sum before it", rnd.round_id, len(rnd.undecodable))
+            self.latest, self._before, self._can_revert = self._before, None, False
+            self.rejected.append((rnd.round_id, -1, "the broadcast sum did not decrypt on "
+                                  f"{len(rnd.undecodable)} devices: reverted to the previous sum"))
         if ok:
             t0 = time.perf_counter()
             summed = rnd.aggregator.to_bytes()
@@ -82,6 +105,8 @@ class SecureAggregation:
                 except PayloadError as exc:  # capacity of the running sum; config checks make this unlikely
                     log.error("round %d: cannot extend the running sum (%s): keeping the previous one", rnd.round_id, exc)
                     ok, summed = False, self.latest
+            if ok:
+                self._before, self._can_revert = self.latest, True
             self.latest = summed
             rnd.aggregate_s += time.perf_counter() - t0
         self.aggregate_s += rnd.aggregate_s
@@ -91,6 +116,8 @@ class SecureAggregation:
     # -- checks ---------------------------------------------------------------------------------------
     def reject_reason(self, rnd: SecureRound, rep: TrainReply) -> str:
         """'' if the update is valid (and add it to the sum), else why it was rejected."""
+        if rep.invalid:
+            return rep.invalid
         verify_key = self.keys.device_verify_keys.get(rep.device_id)
         if verify_key is None:
             return f"unknown device {rep.device_id!r}"
@@ -105,7 +132,7 @@ class SecureAggregation:
         if rep.payload is None:
             return "no encrypted payload"
         if not verify_update(verify_key, rep.signature, round_id=rep.round_id, device_id=rep.device_id,
-                             payload_sha256=payload_sha256(rep.payload)):
+                             payload_sha256=payload_sha256(rep.payload), run_id=self.run_id):
             return "bad signature"
         t0 = time.perf_counter()
         try:

@@ -51,8 +51,8 @@ class PlainDPFedAvg(PlainFedAvg):
     Without HE the server sees each device's noisy delta, whose own noise is only 1/sqrt(min_train_nodes)
     of the total: the user-level guarantee then holds against everyone who sees the model, not the server."""
 
-    def __init__(self, shared: dict[str, np.ndarray], *, server_lr: float, denominator: int) -> None:
-        super().__init__(shared)
+    def __init__(self, shared: dict[str, np.ndarray], *, server_lr: float, denominator: int, limits=None) -> None:
+        super().__init__(shared, limits=limits)
         self.server_lr, self.denominator = server_lr, denominator
 
     def finish(self, *, min_train_nodes: int) -> bool:

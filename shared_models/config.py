@@ -109,6 +109,10 @@ class FederatedConfig:
     # > 0: the plaintext server also keeps ema = d * ema + (1 - d) * global; evaluation, selection, the final
     # test and the shipped model use it, devices still train from the global model (server/optimizers.py)
     server_ema: float = 0.0
+    # plaintext transport: the server rejects an update claiming more training windows than this, or with a
+    # shared weight of larger magnitude (a device's own FedAvg weight and values are otherwise unbounded)
+    max_examples: int = 100_000
+    max_abs_weight: float = 1e4
 
 
 @dataclass
@@ -221,6 +225,8 @@ class Config:
         if f.server_ema:
             _check(not self.he.enabled and not p.user_level, "federated.server_ema",
                    "0 with he.enabled = true or user-level DP (the server must hold the model)", f.server_ema)
+        _check(f.max_examples >= 1, "federated.max_examples", ">= 1", f.max_examples)
+        _check(0 < f.max_abs_weight < float("inf"), "federated.max_abs_weight", "finite and > 0", f.max_abs_weight)
         _check(f.max_in_flight >= 0, "federated.max_in_flight", ">= 0 (0 = automatic)", f.max_in_flight)
         _check(0.0 <= f.fraction_train <= 1.0, "federated.fraction_train", "in [0, 1]", f.fraction_train)
         _check(f.lr > 0, "federated.lr", "> 0", f.lr)

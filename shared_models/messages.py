@@ -39,6 +39,10 @@ KEY_SIGNATURE = "signature"
 KEY_SIGNED_ROUND = "signed-round"
 KEY_BROADCAST = "broadcast"  # SHA-256 of the round's published global state (in-process simulations)
 KEY_BROADCAST_DIR = "broadcast-dir"  # where it was published
+KEY_ERROR = "error"  # the kind of a device's failure (its exception's name only: the message could carry
+# decrypted values, e.g. a total weight, that the server must not learn)
+UNDECODABLE = "DecryptionError"  # how a device's error starts when the global sum it received does not decrypt
+KEY_RUN_ID = "run-id"  # the run's nonce (server/run_id.py): devices sign it with their update
 GLOBAL_SUM = "global-sum"  # ArrayRecord key of the encrypted global sum (raw bytes)
 UPDATE = "update"  # ArrayRecord key of a device's encrypted update (raw bytes)
 RANK = "rank"  # MetricRecord key of an evaluation reply
@@ -61,6 +65,7 @@ class TrainReply:
     round_id: int = 0  # HE transport: the round the device signed
     payload: bytes | None = None  # HE transport: encrypted weighted update
     signature: bytes = b""
+    invalid: str = ""  # why the reply could not be decoded (a malformed reply: the loop rejects it)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class Instruction:
     run_dir: str
     keys_dir: str
     prior: Any = None  # the released popularity prior, if the run has one
+    run_id: str = ""
 
 
 @functools.lru_cache(maxsize=8)
@@ -94,12 +100,13 @@ def bytes_array(data: bytes) -> Array:
 # ---- server -> device ------------------------------------------------------------------------------------
 
 def instruction_builder(cfg_json: str, received, *, round_id: int, stage: str = "", run_dir: str = "",
-                        keys_dir: str = "", broadcast_dir: str = "", prior=None) -> Callable[[], RecordDict]:
+                        keys_dir: str = "", broadcast_dir: str = "", prior=None,
+                        run_id: str = "") -> Callable[[], RecordDict]:
     """A builder of one instruction's content (each message needs its own RecordDict). With ``broadcast_dir``
     the state is published there once and the messages carry its digest. ``prior``: the released popularity
     prior (small: it travels in every message)."""
     conf = {KEY_ROUND: round_id, KEY_STAGE: stage, KEY_CONFIG_JSON: cfg_json, KEY_RUN_DIR: run_dir,
-            KEY_KEYS_DIR: keys_dir}
+            KEY_KEYS_DIR: keys_dir, KEY_RUN_ID: run_id}
     if broadcast_dir and (isinstance(received, dict) or received):
         conf.update({KEY_BROADCAST: publish(broadcast_dir, encode_state(received)), KEY_BROADCAST_DIR: broadcast_dir})
         return lambda: _with_prior(RecordDict({ARRAYS: ArrayRecord({}), CONFIG: ConfigRecord(dict(conf))}), prior)
@@ -142,7 +149,8 @@ def decode_instruction(msg: Message) -> Instruction:
     else:
         received = {k: a.numpy() for k, a in arrays.items()}
     return Instruction(cfg, received, int(conf[KEY_ROUND]), str(conf.get(KEY_STAGE, "")),
-                       str(conf.get(KEY_RUN_DIR, "")), str(conf.get(KEY_KEYS_DIR, "")), _decode_prior(msg))
+                       str(conf.get(KEY_RUN_DIR, "")), str(conf.get(KEY_KEYS_DIR, "")), _decode_prior(msg),
+                       str(conf.get(KEY_RUN_ID, "")))
 
 
 # ---- device -> server ------------------------------------------------------------------------------------
@@ -152,7 +160,7 @@ def encode_train_reply(rep: TrainReply) -> RecordDict:
     content = RecordDict({
         METRICS: MetricRecord({k: _finite(v) for k, v in metrics.items()}),
         CONFIG: ConfigRecord({KEY_REASON: rep.reason, KEY_DEVICE_ID: rep.device_id, KEY_SIGNED_ROUND: rep.round_id,
-                              KEY_SIGNATURE: rep.signature})})
+                              KEY_SIGNATURE: rep.signature, KEY_ERROR: rep.error.split(":", 1)[0][:80]})})
     if rep.payload is not None:
         content[ARRAYS] = ArrayRecord({UPDATE: bytes_array(rep.payload)})
     elif rep.shared:
@@ -160,21 +168,111 @@ def encode_train_reply(rep: TrainReply) -> RecordDict:
     return content
 
 
+MAX_ROUND_ID = 2 ** 63 - 1  # what a signed round id can be (u64 in the signature, int64 on the wire)
+MAX_RANK = 2 ** 31 - 1  # a rank is 1-based among the items; anything above is no item count
+MAX_METRIC_KEYS = 64  # an honest reply carries a handful of metrics
+
+
+class ReplyError(ValueError):
+    """A device's reply that does not have the shape every honest device sends."""
+
+
 def decode_train_reply(node: int, msg: Message) -> TrainReply:
-    metrics = dict(msg.content[METRICS])
-    conf = msg.content[CONFIG] if CONFIG in msg.content else {}
-    rep = TrainReply(node=node, refused=bool(metrics.pop("refused", 0)), num_examples=int(metrics.pop("num-examples", 0)),
-                     reason=str(conf.get(KEY_REASON, "")), device_id=str(conf.get(KEY_DEVICE_ID, "")),
-                     round_id=int(conf.get(KEY_SIGNED_ROUND, 0)), signature=bytes(conf.get(KEY_SIGNATURE, b"")),
-                     metrics={k: float(v) for k, v in metrics.items()})
-    arrays = msg.content[ARRAYS] if ARRAYS in msg.content else {}
-    if UPDATE in arrays:
-        rep.payload = bytes(arrays[UPDATE].data)
-    elif arrays and not rep.refused:
-        rep.shared = {k: a.numpy() for k, a in arrays.items()}
+    """The reply as a TrainReply; never raises. Every field is checked for type, finiteness and range here
+    (shapes, counts and magnitudes against the server's own config happen in the strategy): a malformed
+    reply comes back with ``invalid`` set, which the round loop logs as a rejected update."""
+    try:
+        rep = _decode_train_reply(node, msg)
+    except Exception as exc:  # hostile bytes: whatever they break, this reply is rejected, the round goes on
+        reason = f"malformed reply: {exc if isinstance(exc, ReplyError) else f'{type(exc).__name__}: {exc}'}"
+        log.warning("node %d: %s", node, reason[:300])
+        return TrainReply(node=node, invalid=reason[:300])
     if rep.refused:
         log.info("node %d declined to train: %s", node, rep.reason)
     return rep
+
+
+def _record(content, key: str, kind: type, *, required: bool):
+    if key not in content:
+        if required:
+            raise ReplyError(f"no {key!r} record")
+        return kind({})
+    rec = content[key]
+    if not isinstance(rec, kind):
+        raise ReplyError(f"record {key!r} is a {type(rec).__name__}, expected {kind.__name__}")
+    return rec
+
+
+def _int_field(value, key: str, lo: int, hi: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise ReplyError(f"{key!r} must be an integer in [{lo}, {hi}], got {_show(value)}")
+    return int(value)
+
+
+def _typed(value, key: str, kind: type):
+    if not isinstance(value, kind):
+        raise ReplyError(f"{key!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _show(value) -> str:
+    return repr(value)[:60]
+
+
+def _decode_train_reply(node: int, msg: Message) -> TrainReply:
+    content = msg.content
+    metrics = dict(_record(content, METRICS, MetricRecord, required=True))
+    if len(metrics) > MAX_METRIC_KEYS:
+        raise ReplyError(f"{len(metrics)} metrics (at most {MAX_METRIC_KEYS})")
+    refused = _int_field(metrics.pop("refused", 0), "refused", 0, 1) == 1
+    num_examples = _int_field(metrics.pop("num-examples", 0), "num-examples", 0, MAX_ROUND_ID)
+    values = {}
+    for k, v in metrics.items():
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(float(v)):
+            raise ReplyError(f"metric {str(k)[:40]!r} must be a finite number, got {_show(v)}")
+        values[str(k)] = float(v)
+    conf = _record(content, CONFIG, ConfigRecord, required=False)
+    rep = TrainReply(node=node, refused=refused, num_examples=num_examples, metrics=values,
+                     reason=_typed(conf.get(KEY_REASON, ""), KEY_REASON, str)[:300],
+                     device_id=_typed(conf.get(KEY_DEVICE_ID, ""), KEY_DEVICE_ID, str),
+                     round_id=_int_field(conf.get(KEY_SIGNED_ROUND, 0), KEY_SIGNED_ROUND, 0, MAX_ROUND_ID),
+                     signature=bytes(_typed(conf.get(KEY_SIGNATURE, b""), KEY_SIGNATURE, bytes)),
+                     error=_typed(conf.get(KEY_ERROR, ""), KEY_ERROR, str)[:300])
+    arrays = _record(content, ARRAYS, ArrayRecord, required=False)
+    if UPDATE in arrays:
+        if len(arrays) != 1:
+            raise ReplyError(f"an encrypted update with {len(arrays) - 1} other arrays")
+        rep.payload = bytes(_typed(arrays[UPDATE].data, UPDATE, bytes))
+    elif arrays and not refused:
+        rep.shared = {str(k): _real_floats(k, a) for k, a in arrays.items()}
+    return rep
+
+
+def _real_floats(key: str, array: Array) -> np.ndarray:
+    """The array of a plaintext update: real floating point only (complex, object, integer, bool refused)."""
+    value = array.numpy()
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+        raise ReplyError(f"parameter {str(key)[:60]!r} has dtype {getattr(value, 'dtype', type(value))} "
+                         "(real floating point expected)")
+    return value
+
+
+MAX_IDENTITY_CHARS = 256
+
+
+def encode_identity(device_id: str) -> RecordDict:
+    """A device's answer to the server's identity query (a QUERY message carrying the run config)."""
+    return RecordDict({CONFIG: ConfigRecord({KEY_DEVICE_ID: device_id})})
+
+
+def decode_identity(msg: Message) -> str:
+    """The device id an identity reply names; ReplyError unless a non-empty str of at most 256 chars."""
+    conf = _record(msg.content, CONFIG, ConfigRecord, required=True)
+    value = _typed(conf.get(KEY_DEVICE_ID, ""), KEY_DEVICE_ID, str)
+    if not 0 < len(value) <= MAX_IDENTITY_CHARS:
+        raise ReplyError(f"{KEY_DEVICE_ID!r} must be 1-{MAX_IDENTITY_CHARS} characters, got {len(value)}")
+    return value
 
 
 def encode_rank(rank: int) -> RecordDict:
@@ -182,7 +280,11 @@ def encode_rank(rank: int) -> RecordDict:
 
 
 def decode_rank(msg: Message) -> int:
-    return int(msg.content[METRICS][RANK])
+    """The rank an evaluation reply carries: an integer in [1, MAX_RANK]; ReplyError otherwise."""
+    metrics = _record(msg.content, METRICS, MetricRecord, required=True)
+    if RANK not in metrics:
+        raise ReplyError(f"no {RANK!r} in the metrics record")
+    return _int_field(metrics[RANK], RANK, 1, MAX_RANK)
 
 
 def _finite(v):

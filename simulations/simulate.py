@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from server.checkpoint import same_config
-from server.job import prepare_keys, run_job
+from server.job import RunFailed, prepare_keys, run_job
 from server.loop import write_json
 from shared_models.config import Config
 from shared_models.datasets.population import population
@@ -23,14 +23,23 @@ def simulate(cfg: Config, run_dir: Path | str, *, progress: bool = True, resume:
     """Run a federated simulation (Flower simulation engine, or inline); returns the metrics.json dict.
 
     ``resume``: a finished run (metrics.json of the same config) is returned as is; a killed one continues
-    after its last completed round. ``resume=False`` wipes the previous run's artefacts first."""
-    run_dir = Path(run_dir)
+    after its last completed round. ``resume=False`` wipes the previous run's artefacts first.
+    RunFailed (after metrics.json is written, with its ``failure``) when no round released an aggregate or
+    no device was evaluated."""
+    result = _simulate(cfg, Path(run_dir), progress=progress, resume=resume)
+    if result.get("failure"):  # every back-end: a run nobody could use is an error, not a 0.0 metrics.json
+        raise RunFailed(f"{result['failure']}; see {Path(run_dir) / 'metrics.json'}", result)
+    return result
+
+
+def _simulate(cfg: Config, run_dir: Path, *, progress: bool, resume: bool) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         fresh_start(run_dir, cfg)
     elif (finished := _finished(run_dir, cfg)) is not None:
         log.info("%s already holds a finished run of this config: nothing to do", run_dir)
         return finished
+    mark_run_dir(run_dir)
     if cfg.federated.backend in ("inline", "cohort"):
         keys_dir = prepare_keys(cfg, population(cfg), run_dir)
         transport_cls = InlineTransport
@@ -67,14 +76,31 @@ RUN_ARTEFACTS = ("devices", "checkpoint", "history.csv", "metrics.json", "global
                  "server", "round_log.jsonl", "broadcast")
 
 
+RUN_MARKER = ".fedinterest-run"  # written when a run starts: --fresh deletes only in a folder that carries it
+
+
+def mark_run_dir(run_dir: Path) -> None:
+    """Mark ``run_dir`` as a fedinterest run directory (what ``fresh_start`` requires before deleting)."""
+    marker = run_dir / RUN_MARKER
+    if not marker.is_file():
+        marker.write_text(json.dumps({"fedinterest": "run directory"}) + "\n")
+
+
 def fresh_start(run_dir: Path, cfg: Config) -> None:
-    """Remove a previous run's artefacts (only the known names) so stale ledgers never leak into a new run."""
+    """Remove a previous run's artefacts (only the known names) so stale ledgers never leak into a new run.
+
+    Only in a folder a run marked (``RUN_MARKER``): in any other folder that holds one of those names
+    (``server/``, ``keys/``, ...), ValueError and nothing is deleted."""
     names = RUN_ARTEFACTS + (() if cfg.he.keys_dir else ("keys",))
-    for name in names:
+    present = [n for n in names if (run_dir / n).exists() or (run_dir / n).is_symlink()]
+    if present and not (run_dir / RUN_MARKER).is_file():
+        raise ValueError(f"--fresh: {run_dir} holds {', '.join(present)} but no {RUN_MARKER} marker, so it is "
+                         "not a fedinterest run directory: nothing deleted; use another --out")
+    for name in present:
         path = run_dir / name
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        elif path.exists():
+        else:  # a file, or a link (removed, never followed)
             path.unlink()
 
 

@@ -56,11 +56,15 @@ def _server_key(run: Path) -> Ed25519PrivateKey:
 
 def _write_log(run: Path, key: Ed25519PrivateKey) -> Path:
     """Replace the run's own log with a hand-written one (so tests can tamper with known content)."""
-    (run / "round_log.jsonl").unlink(missing_ok=True)
+    own = run / "round_log.jsonl"  # the counts stay the run's own (the audit checks them against the ledgers)
+    counts = {r: (6, 6) for r in range(1, ROUNDS + 1)}
+    if own.exists():
+        counts.update({(d := json.loads(x))["round"]: (d["sampled"], d["valid"]) for x in own.read_text().splitlines()})
+    own.unlink(missing_ok=True)
     log = RoundLog(run / "round_log.jsonl", key)
     cfg = json.loads((run / "config.json").read_text())
     for r in range(1, ROUNDS + 1):
-        log.append({"round": r, "sampled": 6, "valid": 6, "rejected": [],
+        log.append({"round": r, "sampled": counts[r][0], "valid": counts[r][1], "rejected": [],
                     "aggregate_sha256": aggregate_sha256((run / "global_sum.ckks").read_bytes()),
                     "noise": {"noise_multiplier": 1.0, "max_grad_norm": 1.0}, "config_hash": config_hash(cfg),
                     "code_version": code_version()})
@@ -118,6 +122,7 @@ def test_signed_log_verifies_then_tampering_fails(dp_copy: Path) -> None:
     audit = audit_run(dp_copy, verify_log=True)
     assert audit["verdict"] == "PASS" and audit["log"]["verified"] is True and audit["log"]["rounds"] == ROUNDS
     lines = path.read_bytes().split(b"\n")
+    assert b'"valid":6' in lines[0]
     path.write_bytes(b"\n".join([lines[0].replace(b'"valid":6', b'"valid":5'), *lines[1:]]))
     audit = audit_run(dp_copy)  # an existing log is always checked
     assert audit["verdict"] == "FAIL" and audit["log"]["verified"] is False

@@ -56,14 +56,14 @@ def test_csv_with_rating_and_extra_columns(tmp_path: Path) -> None:
     assert inter.users.tolist() == [0, 0, 1] and inter.items.tolist() == [1, 2, 1]
 
 
-def test_blank_lines_and_repeated_rows_are_kept_and_logged(
+def test_blank_lines_are_skipped_and_exact_repeated_rows_dropped_and_logged(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    text = "user,item,timestamp\na,1,1\n\na,1,1\nb,2,2\n"
+    text = "user,item,timestamp\na,1,1\n\na,1,1\na,1,2\nb,2,2\n"
     with caplog.at_level(logging.WARNING):
         inter = load_interactions(_write(tmp_path, "dups.csv", text))
-    assert len(inter.users) == 3
+    assert inter.users.tolist() == [0, 0, 1] and inter.timestamps.tolist() == [1.0, 2.0, 2.0]
     assert "skipped 1 blank line(s)" in caplog.text
-    assert "1 row(s) repeat an earlier (user, item, timestamp) row; kept" in caplog.text
+    assert "1 row(s) repeat an earlier (user, item, timestamp) row; dropped" in caplog.text
 
 
 @pytest.mark.parametrize(

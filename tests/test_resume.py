@@ -58,7 +58,7 @@ def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_pat
     assert check.ok and check.rounds == 3, check.reason
 
 
-def test_device_refuses_to_retrain_a_round_already_in_its_ledger(tmp_path):
+def test_a_re_asked_round_gives_the_identical_update_once_charged_and_older_rounds_are_refused(tmp_path):
     from client.device import device_train
     from client.store import DeviceStore
     from shared_models.datasets.population import population
@@ -71,8 +71,13 @@ def test_device_refuses_to_retrain_a_round_already_in_its_ledger(tmp_path):
     first = device_train(data=pop.devices[0], store=store, global_shared=shared, cfg=cfg, round_id=4)
     eps = store.ledger(cfg.privacy, delta=1e-5).epsilon()
     again = device_train(data=pop.devices[0], store=store, global_shared=shared, cfg=cfg, round_id=4)
-    assert not first.refused and again.refused and "already trained in round 4" in again.reason
-    assert store.ledger(cfg.privacy, delta=1e-5).epsilon() == eps
+    assert not first.refused and not again.refused  # the round this device last sent: the same update again
+    assert first.num_examples == again.num_examples
+    assert all(np.array_equal(first.shared[k], again.shared[k]) for k in first.shared)
+    assert store.ledger(cfg.privacy, delta=1e-5).epsilon() == eps  # charged once
+    device_train(data=pop.devices[0], store=store, global_shared=shared, cfg=cfg, round_id=5)
+    old = device_train(data=pop.devices[0], store=store, global_shared=shared, cfg=cfg, round_id=4)
+    assert old.refused and "already trained in round 4" in old.reason  # not the last round sent: refused
 
 
 def test_a_run_dir_of_another_config_or_without_checkpoint_is_never_mixed_in(tmp_path):
@@ -124,3 +129,35 @@ def test_user_level_resume_after_a_released_round_never_reuses_a_contribution(tm
     assert int(rerun["valid"]) == 0 and int(rerun["refused"]) == int(rerun["sampled"]) > 0  # all refuse
     ledger = json.loads((tmp_path / "run" / "server" / "user_ledger.json").read_text())
     assert [e["round"] for e in ledger["rounds"]] == [1, 2, 3] and resumed["privacy"]["steps"] == 3
+
+
+def test_a_run_killed_after_its_devices_trained_a_round_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """The round in flight when the run died is asked again: devices that had trained it send the identical
+    update (no second charge), so the resumed run aggregates every update and ends where a clean run ends."""
+    import json
+
+    import server.job as job
+
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=10),
+                      federated={"num-server-rounds": 3, "clients-per-round": 5})
+    reference = simulate(cfg, tmp_path / "uninterrupted", progress=False)
+    real_save, calls = job.save_checkpoint, {"n": 0}
+
+    def dies_before_checkpoint_2(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Killed()
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(job, "save_checkpoint", dies_before_checkpoint_2)
+    with pytest.raises(Killed):
+        simulate(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(job, "save_checkpoint", real_save)
+    resumed = simulate(cfg, tmp_path / "run", progress=False)
+    rows = {name: list(csv.DictReader((tmp_path / name / "history.csv").open())) for name in ("run", "uninterrupted")}
+    assert [(r["valid"], r["refused"]) for r in rows["run"]] == [(r["valid"], r["refused"]) for r in rows["uninterrupted"]]
+    assert resumed["metrics"] == reference["metrics"]
+    ledgers = {name: {p.parent.name: json.loads(p.read_text())["rounds"]
+                      for p in (tmp_path / name / "devices").glob("*/ledger.json")} for name in ("run", "uninterrupted")}
+    strip = lambda rounds: [{k: v for k, v in r.items() if k != "recorded_at"} for r in rounds]  # noqa: E731
+    assert {d: strip(r) for d, r in ledgers["run"].items()} == {d: strip(r) for d, r in ledgers["uninterrupted"].items()}

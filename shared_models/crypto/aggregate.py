@@ -50,7 +50,10 @@ def load_ciphertexts(public_ctx: ts.Context, payload: bytes, *, expected_count: 
 class Aggregator:
     """Running sum of updates; ``to_bytes()`` gives the aggregate for devices."""
 
-    def __init__(self, public_ctx: ts.Context, *, expected_count: int, cfg: HEConfig) -> None:
+    def __init__(self, public_ctx: ts.Context, *, expected_count: int, cfg: HEConfig,
+                 expected_params: int | None = None) -> None:
+        """``expected_params``: the parameter count every update must declare (the server's model); None
+        takes it from the first update added."""
         self._ctx = public_ctx
         self._params = context_params(public_ctx)
         check_matches(self._params, cfg)
@@ -60,7 +63,7 @@ class Aggregator:
         self._c0 = np.zeros((expected_count, degree), dtype=np.uint64)
         self._c1 = np.zeros((expected_count, degree), dtype=np.uint64)
         self._seeds: set[bytes] = set()
-        self._n_params: int | None = None
+        self._n_params: int | None = expected_params
         self._unreduced = 0
         self._max_unreduced = (2 ** 64 - 1) // self._params.modulus - 1
 

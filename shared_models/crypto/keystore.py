@@ -76,10 +76,10 @@ class KeyLayout:
         return self.clients_dir / "ckks_secret.tenseal"
 
     def device_dir(self, device_id: str) -> Path:
-        return self.clients_dir / device_id
+        return self.clients_dir / _path_safe(device_id)
 
     def device_verify_key(self, device_id: str) -> Path:
-        return self.server_dir / "devices" / f"{device_id}.signing_ed25519.pub.pem"
+        return self.server_dir / "devices" / f"{_path_safe(device_id)}.signing_ed25519.pub.pem"
 
 
 @dataclasses.dataclass
@@ -102,12 +102,19 @@ class DeviceKeys:
     context_fingerprint: bytes
 
 
+def _path_safe(device_id: str) -> str:
+    """A device id that may name a file (an edited manifest must not lead outside the key folder)."""
+    if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):
+        raise ValueError(f"invalid device id {device_id!r} (use [A-Za-z0-9_.-], max 64 chars)")
+    return device_id
+
+
 def _check_device_ids(device_ids: list[str]) -> tuple[str, ...]:
     ids = tuple(device_ids)
     if not ids:
         raise ValueError("device_ids must not be empty")
     for dev in ids:
-        if not isinstance(dev, str) or not _DEVICE_ID.match(dev):
+        if not isinstance(dev, str) or not _DEVICE_ID.fullmatch(dev):
             raise ValueError(f"device_ids: invalid id {dev!r} (use [A-Za-z0-9_.-], max 64 chars)")
     if len(set(ids)) != len(ids):
         raise ValueError("device_ids contains duplicates")

@@ -15,6 +15,7 @@ from .types import PAD_TOKEN, Interactions
 log = logging.getLogger(__name__)
 
 ENCODING = "utf-8"
+READ_ENCODING = "utf-8-sig"  # what is read: UTF-8, a leading byte-order mark dropped (never part of a header)
 FIRST_USER_INDEX = 0
 FIRST_ITEM_INDEX = 1  # index 0 is the padding item
 
@@ -37,7 +38,8 @@ class RawRows:
 
 
 def read_text(path: Path) -> str:
-    """Whole file as UTF-8 text; DatasetError (with the line) if missing or undecodable."""
+    """Whole file as UTF-8 text (a leading BOM dropped); DatasetError (with the line) if missing or
+    undecodable (e.g. Latin-1 bytes)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -45,7 +47,7 @@ def read_text(path: Path) -> str:
     except OSError as exc:
         raise located(path, f"cannot read file: {exc.strerror or exc}") from None
     try:
-        return data.decode(ENCODING)
+        return data.decode(READ_ENCODING)
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise located(path, f"not valid {ENCODING} text ({exc.reason})", line=line) from None
@@ -93,19 +95,32 @@ def _dense_codes(tokens: list[str], first: int) -> tuple[np.ndarray, list[str]]:
     return np.asarray(codes, dtype=np.int64), list(index)
 
 
+def drop_repeated_rows(raw: RawRows) -> int:
+    """Drop every row that repeats an earlier (user, item, timestamp) row exactly (file order kept, the first
+    copy stays); returns how many were dropped. The one duplicate policy of fedinterest: the simulation's
+    datasets and ``device import`` (client/interactions.py) both drop exact repeats."""
+    seen: set[tuple[str, str, float]] = set()
+    keep = [i for i, row in enumerate(zip(raw.users, raw.items, raw.timestamps)) if not (row in seen or seen.add(row))]
+    dropped = len(raw.users) - len(keep)
+    if dropped:
+        raw.users, raw.items = [raw.users[i] for i in keep], [raw.items[i] for i in keep]
+        raw.timestamps = [raw.timestamps[i] for i in keep]
+    return dropped
+
+
 def _log_row_notes(raw: RawRows) -> None:
-    """Log (never drop) blank lines and repeated identical rows."""
+    """Log blank lines; drop (and log) rows that repeat an earlier (user, item, timestamp) row exactly."""
     if raw.blank_lines:
         log.warning("%s: skipped %d blank line(s)", raw.path, raw.blank_lines)
-    repeats = len(raw.users) - len(set(zip(raw.users, raw.items, raw.timestamps)))
+    repeats = drop_repeated_rows(raw)
     if repeats:
-        log.warning("%s: %d row(s) repeat an earlier (user, item, timestamp) row; kept",
+        log.warning("%s: %d row(s) repeat an earlier (user, item, timestamp) row; dropped",
                     raw.path, repeats)
 
 
 def build_interactions(raw: RawRows, source: str,
                        item_text: dict[str, str] | None = None) -> Interactions:
-    """Turn raw token rows into dense-indexed Interactions (file order kept)."""
+    """Turn raw token rows into dense-indexed Interactions (file order kept, exact repeats dropped)."""
     _log_row_notes(raw)
     users, user_ids = _dense_codes(raw.users, FIRST_USER_INDEX)
     items, item_tokens = _dense_codes(raw.items, FIRST_ITEM_INDEX)

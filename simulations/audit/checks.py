@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from server.round_log import verify_log
+from server.round_log import key_fingerprint, verify_log
 from shared_models.crypto import load_public_key
 from simulations.audit.crosscheck import REL_TOLERANCE, CrossCheck, cross_check, library_name, relative_difference
 from simulations.audit.ledgers import EPS_MATCH_REL, Claim, DeviceLedger, LedgerScan
@@ -116,10 +116,18 @@ def default_verify_key_path(run_dir: Path, config: dict[str, Any]) -> Path:
     return (Path(keys_dir) if keys_dir else run_dir / "keys") / SERVER_VERIFY_KEY
 
 
-def check_log(run_dir: Path, *, required: bool, key_path: Path, expected_rounds: int | None) -> CheckResult:
-    """Verify ``RUN_DIR/round_log.jsonl`` when it exists or is ``required``; a missing required log fails."""
+def check_log(run_dir: Path, *, required: bool, key_path: Path, expected_rounds: int | None,
+              pinned_fingerprint: str | None = None) -> CheckResult:
+    """Verify ``RUN_DIR/round_log.jsonl`` when it exists or is ``required``; a missing required log fails.
+
+    ``pinned_fingerprint``: the SHA-256 of the server's raw public key as the auditor knows it from outside
+    the run directory; a key with another fingerprint fails (a log re-signed with a swapped key). Without it,
+    a key inside the run directory is flagged (``key_inside_run_dir``): whoever can edit the run can re-sign."""
     path = run_dir / ROUND_LOG_NAME
-    block: dict[str, Any] = {"verified": None, "rounds": 0, "path": str(path), "key": str(key_path), "reason": ""}
+    inside = key_path.resolve().is_relative_to(run_dir.resolve())
+    block: dict[str, Any] = {"verified": None, "rounds": 0, "path": str(path), "key": str(key_path), "reason": "",
+                             "key_fingerprint": None, "key_pinned": bool(pinned_fingerprint),
+                             "key_inside_run_dir": inside}
     if not path.exists():
         block["reason"] = "no round log"
         if not required:
@@ -130,6 +138,11 @@ def check_log(run_dir: Path, *, required: bool, key_path: Path, expected_rounds:
         key = load_public_key(key_path, Ed25519PublicKey)
     except (OSError, ValueError, TypeError) as exc:
         block.update(verified=False, reason=f"cannot load the server verify key {key_path}: {exc}")
+        return CheckResult(block, [block["reason"]])
+    block["key_fingerprint"] = fingerprint = key_fingerprint(key)
+    if pinned_fingerprint and fingerprint != pinned_fingerprint.strip().lower():
+        block.update(verified=False, reason=f"the verify key {key_path} has fingerprint {fingerprint}, not the "
+                                            f"pinned {pinned_fingerprint} (the log was signed by another key)")
         return CheckResult(block, [block["reason"]])
     result = verify_log(path, key, expected_rounds=expected_rounds)
     block.update(verified=result.ok, rounds=result.rounds, reason=result.reason)

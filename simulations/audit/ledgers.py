@@ -140,6 +140,7 @@ class DeviceLedger:
     unit: str
     target_epsilon: float | None
     recorded: list[float] = field(default_factory=list)  # the ε written in every row, in order
+    round_ids: list[int] = field(default_factory=list)  # the federated round of every row
 
 
 @dataclass
@@ -162,7 +163,7 @@ def _open_ledger(path: Path) -> DeviceLedger:
         recorded_epsilon=rows[-1].epsilon if rows else None, rounds=len(rows), steps=ledger.total_steps,
         history=[(r.noise_multiplier, r.sample_rate, r.num_steps) for r in rows], orders=list(orders),
         delta=ledger.delta, unit=ledger.unit, target_epsilon=ledger.target_epsilon,
-        recorded=[r.epsilon for r in rows])
+        recorded=[r.epsilon for r in rows], round_ids=[r.round_id for r in rows])
 
 
 def scan_ledgers(run_dir: Path, claim: Claim) -> LedgerScan:

@@ -7,7 +7,11 @@ The verdict is FAIL when any of these holds (each adds a reason):
 * ``metrics.json`` claims less than a ledger spends, or miscounts the trained devices;
 * ``dp_accounting`` (RDP, same orders) differs from our accountant by more than 5% on any device, or its
   PLD upper bound is more than 5% above our ε (our claim understated);
-* the round log (when ``RUN_DIR/round_log.jsonl`` exists, or ``verify_log`` is asked) does not verify;
+* the round log (when ``RUN_DIR/round_log.jsonl`` exists, or ``verify_log`` is asked) does not verify, or its
+  verify key is not the one pinned by ``key_fingerprint``;
+* the verified log disagrees with the run (:mod:`simulations.audit.consistency`): config.json does not hash to
+  the logged ``config_hash``, or the device ledgers do not charge the rounds the log counts (a ledger deleted
+  or rebuilt, the log's tail cut);
 * the empirical lower bound (``empirical=True``) exceeds the accountant's ε of the audited mechanism.
 
 User-level runs (``privacy.mode = user | example+user``, claim unit ``user``; :mod:`simulations.audit.user`)
@@ -23,7 +27,7 @@ audit.json::
     {"verdict": "PASS"|"FAIL", "reasons": [...],
      "claimed": {"epsilon", "delta", "unit", "mechanism", "accountant", "target_epsilon"},
      "cross_check": {"library", "epsilon", "pld_epsilon", ...}, "empirical": {...} | null,
-     "log": {"verified", "rounds", ...}, "budget_violations": int, "devices": {...},
+     "log": {"verified", "rounds", ...}, "consistency": {...}, "budget_violations": int, "devices": {...},
      user modes also: "user_ledger": {...}, "user_log": {...}}
 """
 
@@ -34,7 +38,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from simulations.audit.checks import CheckResult, check_ledgers, check_log, default_verify_key_path
+from simulations.audit.checks import ROUND_LOG_NAME, CheckResult, check_ledgers, check_log, default_verify_key_path
+from simulations.audit.consistency import check_consistency
 from simulations.audit.ledgers import Claim, LedgerScan, read_claim, read_json, scan_ledgers
 from simulations.audit.report import render
 from simulations.audit.user import (check_user_crosscheck, check_user_ledger, check_user_log,
@@ -116,7 +121,8 @@ def _user_checks(run: Path, config: dict[str, Any], claim: Claim, log_ok: bool
 
 
 def audit_run(run_dir: str | Path, *, verify_log: bool = False, empirical: bool = False,
-              verify_key: str | Path | None = None, confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
+              verify_key: str | Path | None = None, confidence: float = DEFAULT_CONFIDENCE,
+              key_fingerprint: str | None = None) -> dict[str, Any]:
     """Audit ``run_dir``; write ``audit.json`` and ``audit.md`` there; return the audit.json dict.
 
     Raises :class:`simulations.audit.ledgers.RunDirError` (naming the file) when config.json or
@@ -130,7 +136,7 @@ def audit_run(run_dir: str | Path, *, verify_log: bool = False, empirical: bool 
     key_path = Path(verify_key) if verify_key else default_verify_key_path(run, config)
     rounds = metrics.get("rounds")
     log = check_log(run, required=verify_log, key_path=key_path,
-                    expected_rounds=rounds if isinstance(rounds, int) else None)
+                    expected_rounds=rounds if isinstance(rounds, int) else None, pinned_fingerprint=key_fingerprint)
     if claim.user_level:
         blocks, check_reasons, violations = _user_checks(run, config, claim, bool(log.block["verified"]))
     else:
@@ -138,10 +144,14 @@ def audit_run(run_dir: str | Path, *, verify_log: bool = False, empirical: bool 
         if not claim.private:
             xc.block.update({k: None for k in xc.block if k.endswith("epsilon") or k == "max_relative_difference"})
         blocks, check_reasons = {"cross_check": xc.block, "devices": devices.block}, devices.reasons + xc.reasons
+    window_claim = claim.example if claim.user_level else claim
+    scan = scan_ledgers(run, window_claim) if window_claim is not None and window_claim.private else None
+    consistency = check_consistency(run / ROUND_LOG_NAME, config, scan, log_verified=bool(log.block["verified"]))
     emp_block, emp_reasons = _empirical_block(run, config, claim, confidence) if empirical else (None, [])
-    reasons += check_reasons + log.reasons + emp_reasons
+    reasons += check_reasons + log.reasons + consistency.reasons + emp_reasons
     audit = {"verdict": "FAIL" if reasons else "PASS", "reasons": reasons, "claimed": _claimed(claim),
              "cross_check": blocks.pop("cross_check"), "empirical": emp_block, "log": log.block,
+             "consistency": consistency.block,
              "budget_violations": violations, **blocks}
     (run / AUDIT_JSON).write_text(json.dumps(audit, indent=2, allow_nan=False))
     (run / AUDIT_MD).write_text(render(audit, run))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from client.round import DeviceContext, RoundInput, evaluate_round, train_rounds
 from client.store import DeviceStore
+from server.run_id import run_identity
 from shared_models.config import Config
 from shared_models.datasets.population import Population
 from shared_models.messages import TrainReply
@@ -24,6 +25,7 @@ class InlineTransport:
     def __init__(self, cfg: Config, pop: Population, run_dir: Path, keys_dir: str = "") -> None:
         self.cfg, self.pop, self.run_dir, self.keys_dir = cfg, pop, Path(run_dir), keys_dir
         self.prior = None  # the released popularity prior: given to every device round once set
+        self.run_id = run_identity(self.run_dir)  # what a Grid instruction would carry (server/run_id.py)
 
     def __enter__(self) -> "InlineTransport":
         return self
@@ -40,7 +42,7 @@ class InlineTransport:
                              self.pop.max_interactions, self.keys_dir)
 
     def round_input(self, node: int, round_id: int, received) -> RoundInput:
-        return RoundInput(self.device(node), self.cfg, received, round_id, node, prior=self.prior)
+        return RoundInput(self.device(node), self.cfg, received, round_id, node, prior=self.prior, run_id=self.run_id)
 
     def train(self, round_id: int, nodes: list[int], received) -> list[TrainReply]:
         return [train_rounds([self.round_input(n, round_id, received)])[0] for n in nodes]

@@ -30,6 +30,9 @@ def audit(
     verify_key: Optional[Path] = typer.Option(None, help="server Ed25519 public key (PEM); default "
                                               "RUN_DIR/keys/server/signing_ed25519.pub.pem"),
     confidence: float = typer.Option(0.95, help="confidence of the empirical lower bound"),
+    key_fingerprint: Optional[str] = typer.Option(None, help="SHA-256 (hex) of the server's raw public key, as "
+                                                  "printed by `fedinterest simulate`: pins the log's key from "
+                                                  "outside the run directory"),
 ) -> None:
     """Cross-check every ledger (the devices', or the server's user-level one) with dp_accounting, check
     budgets and the signed round log."""
@@ -41,7 +44,7 @@ def audit(
         raise typer.Exit(code=EXIT_UNUSABLE)
     try:
         result = audit_run(run_dir, verify_log=verify_log, empirical=empirical, verify_key=verify_key,
-                           confidence=confidence)
+                           confidence=confidence, key_fingerprint=key_fingerprint)
     except RunDirError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=EXIT_UNUSABLE) from None

@@ -138,6 +138,7 @@ def simulate_cmd(
     setup_logging(False)
     from shared_models.datasets import DatasetError
     from server.report import privacy_line
+    from server.job import RunFailed
     from simulations.baselines import load_reference
     from simulations.simulate import simulate
 
@@ -147,6 +148,8 @@ def simulate_cmd(
         result = simulate(cfg, out, progress=not quiet, resume=not fresh)
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    except RunFailed as exc:
+        fail(f"the run failed: {exc}")
     private = "private" if cfg.privacy.mode != "none" else "non-private"
     rows = {f"this run ({private}, {cfg.model.kind})": result["metrics"]}
     if "popularity" in result.get("baselines", {}):
@@ -159,6 +162,21 @@ def simulate_cmd(
     t = result["timing"]
     console.print(f"{result['rounds']} rounds x {result['clients_per_round']} devices of {result['num_clients']}; "
                   f"{t['wall_s']} s, {t['client_updates_per_s']} client updates/s -> {out}/metrics.json")
+    if fingerprint := log_key_fingerprint(out, result.get("config", {})):
+        console.print(f"round log signed by key {fingerprint}: keep it outside {out} and audit with "
+                      f"--key-fingerprint {fingerprint}", soft_wrap=True)
+
+
+def log_key_fingerprint(run_dir: Path, config: dict) -> str:
+    """The fingerprint of the key that signed the run's round log ('' when there is none)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from server.round_log import key_fingerprint
+    from shared_models.crypto import load_public_key
+    from simulations.audit.checks import default_verify_key_path
+
+    path = default_verify_key_path(Path(run_dir), config)
+    return key_fingerprint(load_public_key(path, Ed25519PublicKey)) if path.is_file() else ""
 
 
 def main() -> None:
