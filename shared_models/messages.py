@@ -41,7 +41,8 @@ KEY_BROADCAST = "broadcast"  # SHA-256 of the round's published global state (in
 KEY_BROADCAST_DIR = "broadcast-dir"  # where it was published
 GLOBAL_SUM = "global-sum"  # ArrayRecord key of the encrypted global sum (raw bytes)
 UPDATE = "update"  # ArrayRecord key of a device's encrypted update (raw bytes)
-RANK = "rank"  # MetricRecord key of an evaluation reply
+RANK = "rank"  # MetricRecord key of an evaluation reply: the target's rank with the history masked
+RANK_UNMASKED = "rank-unmasked"  # the same target's rank with nothing but padding masked
 
 
 @dataclass
@@ -156,12 +157,17 @@ def decode_train_reply(node: int, msg: Message) -> TrainReply:
     return rep
 
 
-def encode_rank(rank: int) -> RecordDict:
-    return RecordDict({METRICS: MetricRecord({RANK: rank})})
+def encode_rank(masked: int, unmasked: int) -> RecordDict:
+    return RecordDict({METRICS: MetricRecord({RANK: int(masked), RANK_UNMASKED: int(unmasked)})})
 
 
-def decode_rank(msg: Message) -> int:
-    return int(msg.content[METRICS][RANK])
+def decode_rank(msg: Message) -> tuple[int, int]:
+    """(masked, unmasked) ranks of an evaluation reply."""
+    record = msg.content[METRICS]
+    missing = [k for k in (RANK, RANK_UNMASKED) if k not in record]
+    if missing:
+        raise ValueError(f"evaluation reply lacks {missing} (expected both {RANK!r} and {RANK_UNMASKED!r})")
+    return int(record[RANK]), int(record[RANK_UNMASKED])
 
 
 def _finite(v):

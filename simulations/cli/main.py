@@ -11,7 +11,7 @@ import typer
 from client.cli_device import device_app, export_cmd, recommend_cmd
 from shared_models.config import ConfigError, load_config
 from simulations.cli.audit import audit_app
-from simulations.cli.common import console, fail, metrics_table, quote_overrides, setup_logging
+from simulations.cli.common import console, fail, metrics_table, protocol_rows, quote_overrides, setup_logging
 from simulations.cli.sweep import sweep_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -118,7 +118,8 @@ def train_central_cmd(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     console.print(metrics_table(f"{model} on {dataset} (test, full ranking)",
-                                {"test": result["metrics"], "valid": result["valid_metrics"]}))
+                                {**protocol_rows(result, "test", "metrics"),
+                                 **protocol_rows(result, "valid", "valid_metrics")}))
     console.print(f"best epoch {result['best_epoch']} of {result['epochs']}, {result['wall_s']} s -> {out}")
 
 
@@ -144,7 +145,7 @@ def simulate_cmd(
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     console.print(metrics_table(f"federated {cfg.model.kind} on {cfg.data.dataset} (test, full ranking, "
-                                f"{result['evaluated_devices']} devices)", {"test": result["metrics"]}))
+                                f"{result['evaluated_devices']} devices)", protocol_rows(result, "test", "metrics")))
     console.print(privacy_line(result["privacy"]))
     t = result["timing"]
     console.print(f"{result['rounds']} rounds x {result['clients_per_round']} devices of {result['num_clients']}; "
