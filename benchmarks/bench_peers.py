@@ -9,7 +9,8 @@ the full catalogue by shared_models.train.evaluation.rank_targets_both: masked (
 unmasked (RecBole's protocol). Prints one table (mean ± std over seeds) and paired bootstrap 95% intervals
 of ours minus the best peer (per-user metrics averaged over seeds, users resampled jointly); writes every
 run (with its per-user ranks) to --out-dir and the summary to --out-dir/summary.json. Finished runs are
-reused, so an interrupted benchmark resumes.
+reused, so an interrupted benchmark resumes. On a small CPU, bound the RecBole models with --samples-per-epoch
+and --max-train-s and ours with --ours-epochs; the table's notes then say how many steps each peer took.
 
 RecBole lives in its own virtualenv (its metadata pins ray<=2.6.3, which flwr[simulation] cannot share):
 

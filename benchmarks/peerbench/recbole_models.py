@@ -133,7 +133,7 @@ def train_peer(name: str, split, *, seed: int, epochs: int, patience: int | None
             loss.backward()
             opt.step()
             steps += 1
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         valid, _ = evaluate_split_both(scorer, split, stage="valid", max_len=scorer.max_len,
                                        batch_size=eval_batch_size)
         value = valid[select][SELECT_METRIC]
