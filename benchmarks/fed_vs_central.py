@@ -43,8 +43,9 @@ def federated_test_ranks(run: Path) -> np.ndarray:
     pop = population(cfg)
     with np.load(model_path) as z:
         shared = {k: z[k] for k in z.files}
+    column = 0 if cfg.eval.mask_history else 1  # device_evaluate: (masked, unmasked); metrics.json follows the run
     ranks = np.array([device_evaluate(data=d, store=DeviceStore(device_state_dir(run, d.device_id)),
-                                      global_shared=shared, cfg=cfg, stage="test", text=pop.text)
+                                      global_shared=shared, cfg=cfg, stage="test", text=pop.text)[column]
                       for d in pop.devices])
     reported = json.loads((run / "metrics.json").read_text())["metrics"]
     recomputed = summarize(ranks)

@@ -50,7 +50,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     inp, ins = round_input(msg, context)
-    return Message(encode_rank(evaluate_round(inp, ins.stage)), reply_to=msg)
+    return Message(encode_rank(*evaluate_round(inp, ins.stage)), reply_to=msg)
 
 
 @app.query()

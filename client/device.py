@@ -24,7 +24,7 @@ from client.user_dp import noisy_delta
 from shared_models.config import Config
 from shared_models.datasets.population import DeviceData
 from shared_models.train.dp_training import LocalTrainResult, sample_rate_for, train_local, train_local_dp
-from shared_models.train.evaluation import rank_targets
+from shared_models.train.evaluation import rank_targets_both
 from shared_models.model.interest import InterestModel
 from shared_models.model.state import build_device_model, shared_keys, stable_hash
 from shared_models.privacy import PrivacyLedger
@@ -198,8 +198,10 @@ def device_train(*, data: DeviceData, store: DeviceStore, global_shared: dict[st
 
 
 def device_evaluate(*, data: DeviceData, store: DeviceStore, global_shared: dict[str, np.ndarray], cfg: Config,
-                    stage: str, text: torch.Tensor | None = None, item_prior: np.ndarray | None = None) -> int:
-    """1-based full-catalogue rank of the device's ``stage`` item ("valid" or "test"), history masked."""
+                    stage: str, text: torch.Tensor | None = None,
+                    item_prior: np.ndarray | None = None) -> tuple[int, int]:
+    """1-based full-catalogue ranks of the device's ``stage`` item ("valid" or "test"): (history masked,
+    unmasked), from one forward pass."""
     if stage not in ("valid", "test"):
         raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
     model = build_device_model(cfg, data.num_items, text, data.device_id)
@@ -209,9 +211,12 @@ def device_evaluate(*, data: DeviceData, store: DeviceStore, global_shared: dict
     model.set_item_prior(None if item_prior is None else cfg.model.prior_weight * torch.as_tensor(item_prior))
     history = data.train if stage == "valid" else np.append(data.train, data.valid)
     target = data.valid if stage == "valid" else data.test
-    ranks = rank_targets(model, [history], np.array([target]), num_items=data.num_items,
-                         max_len=cfg.model.max_len, batch_size=1, device=device)
-    return int(ranks[0])
+    try:
+        ranks = rank_targets_both(model, [history], np.array([target]), num_items=data.num_items,
+                                  max_len=cfg.model.max_len, batch_size=1, device=device)
+    except ValueError as exc:
+        raise ValueError(f"device {data.device_id}: {exc}") from None
+    return int(ranks.masked[0]), int(ranks.unmasked[0])
 
 
 def validate_device_data(data: DeviceData) -> None:

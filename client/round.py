@@ -161,8 +161,9 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
     return reply
 
 
-def evaluate_round(inp: RoundInput, stage: str) -> int:
-    """1-based full-catalogue rank of the device's ``stage`` item under the received global model."""
+def evaluate_round(inp: RoundInput, stage: str) -> tuple[int, int]:
+    """1-based full-catalogue ranks (history masked, unmasked) of the device's ``stage`` item under the
+    received global model."""
     d = inp.device
     weights, _ = global_weights(inp.cfg, inp.received, d)
     return device_evaluate(data=d.data, store=d.store, global_shared=weights, cfg=inp.cfg, stage=stage, text=d.text,

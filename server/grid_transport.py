@@ -141,7 +141,8 @@ class GridTransport:
                 out.append(decode_train_reply(n, msg))
         return out
 
-    def evaluate(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray], stage: str) -> dict[int, int]:
+    def evaluate(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray],
+                 stage: str) -> dict[int, tuple[int, int]]:
         replies = self._send(nodes, self._content_fn(round_id, shared, stage), MessageType.EVALUATE)
         ranks = {}
         for n, msg in replies.items():

@@ -25,6 +25,7 @@ from server.aggregation import fedavg
 from server.optimizers import ServerOptimizer, ema_step
 from shared_models.config import Config, FederatedConfig
 from shared_models.messages import TrainReply
+from shared_models.train.evaluation import protocols
 from shared_models.train.metrics import summarize
 from shared_models.privacy.user_level import client_sample_rate, poisson_sample
 
@@ -87,7 +88,8 @@ class PlainFedAvg:
 class Transport(Protocol):
     def node_ids(self) -> list[int]: ...
     def train(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray]) -> list[TrainReply]: ...
-    def evaluate(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray], stage: str) -> dict[int, int]: ...
+    def evaluate(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray],
+                 stage: str) -> dict[int, tuple[int, int]]: ...  # node -> (masked rank, unmasked rank)
 
 
 @dataclass
@@ -242,6 +244,8 @@ def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], strategy) -
 
 def evaluate_nodes(cfg: Config, transport: Transport, r: int, shared, stage: str,
                    rng: np.random.Generator | None = None) -> dict[str, float]:
+    """Metrics of the protocol ``eval.mask-history`` picks, the other's under ``"<protocol>_<metric>"`` keys
+    (e.g. ``unmasked_ndcg@10``), and ``evaluated`` (devices that answered)."""
     nodes = transport.node_ids()
     k = cfg.federated.eval_clients
     if stage == "valid" and k and k < len(nodes) and rng is not None:
@@ -249,7 +253,11 @@ def evaluate_nodes(cfg: Config, transport: Transport, r: int, shared, stage: str
     ranks = transport.evaluate(r, nodes, shared, stage)
     if not ranks:
         return {}
-    out = summarize(np.array(list(ranks.values())))
+    chosen, other = protocols(cfg.eval.mask_history)
+    both = np.array(list(ranks.values()), dtype=np.int64).reshape(len(ranks), 2)  # columns: masked, unmasked
+    column = {"masked": 0, "unmasked": 1}
+    out = summarize(both[:, column[chosen]])
+    out.update({f"{other}_{k}": v for k, v in summarize(both[:, column[other]]).items()})
     out["evaluated"] = float(len(ranks))
     return out
 

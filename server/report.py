@@ -1,4 +1,5 @@
-"""metrics.json: test metrics, privacy (from every device ledger), HE costs, timing, the full config."""
+"""metrics.json: test metrics (both ranking protocols), privacy (from every device ledger), HE costs, timing,
+the full config."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from server.loop import RoundStats
 from shared_models.config import Config
+from shared_models.train.evaluation import protocols
 from shared_models.train.metrics import METRIC_NAMES
 from shared_models.privacy import PrivacyLedger, replace_one_epsilon
 from shared_models.privacy.units import DEVICE_LEDGER_UNIT, resolve_delta
@@ -146,8 +148,11 @@ def build_result(cfg: Config, run_dir: Path, pop, stats: list[RoundStats], test:
     updates = int(sum(s.valid + s.refused for s in stats))
     privacy = (user_privacy_summary(cfg, run_dir, pop, stats, accountant) if accountant is not None
                else privacy_summary(cfg, run_dir, pop, stats))
+    chosen, other = protocols(cfg.eval.mask_history)
     return {
+        "protocol": chosen,  # eval.mask-history: "masked" removes the user's history from the ranking
         "metrics": {k: test.get(k, 0.0) for k in METRIC_NAMES},
+        f"metrics_{other}": {k: test.get(f"{other}_{k}", 0.0) for k in METRIC_NAMES},
         "evaluated_devices": int(test.get("evaluated", 0)),
         "privacy": privacy,
         "he": he_summary(cfg, stats, strategy),

@@ -178,6 +178,13 @@ class HESection:
 
 
 @dataclass
+class EvalConfig:
+    # true: the user's already-seen items are removed from the ranking (the project's protocol); false: every
+    # item but padding competes (RecBole's sequential protocol). Both are always reported; this picks `metrics`.
+    mask_history: bool = True
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -185,6 +192,7 @@ class Config:
     federated: FederatedConfig = field(default_factory=FederatedConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     he: HESection = field(default_factory=HESection)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> "Config":
         """Range checks that types alone cannot express; raise ConfigError naming the key."""

@@ -45,7 +45,8 @@ UNDECODABLE = "DecryptionError"  # how a device's error starts when the global s
 KEY_RUN_ID = "run-id"  # the run's nonce (server/run_id.py): devices sign it with their update
 GLOBAL_SUM = "global-sum"  # ArrayRecord key of the encrypted global sum (raw bytes)
 UPDATE = "update"  # ArrayRecord key of a device's encrypted update (raw bytes)
-RANK = "rank"  # MetricRecord key of an evaluation reply
+RANK = "rank"  # MetricRecord key of an evaluation reply: the target's rank with the history masked
+RANK_UNMASKED = "rank-unmasked"  # the same target's rank with nothing but padding masked
 PRIOR = "prior"  # ArrayRecord: the released popularity prior (encrypted sum as raw bytes, or plaintext counts)
 PRIOR_SUM = "prior-sum"  # its key when encrypted
 
@@ -275,16 +276,17 @@ def decode_identity(msg: Message) -> str:
     return value
 
 
-def encode_rank(rank: int) -> RecordDict:
-    return RecordDict({METRICS: MetricRecord({RANK: rank})})
+def encode_rank(masked: int, unmasked: int) -> RecordDict:
+    return RecordDict({METRICS: MetricRecord({RANK: int(masked), RANK_UNMASKED: int(unmasked)})})
 
 
-def decode_rank(msg: Message) -> int:
-    """The rank an evaluation reply carries: an integer in [1, MAX_RANK]; ReplyError otherwise."""
+def decode_rank(msg: Message) -> tuple[int, int]:
+    """(masked, unmasked) ranks of an evaluation reply, each an integer in [1, MAX_RANK]; ReplyError otherwise."""
     metrics = _record(msg.content, METRICS, MetricRecord, required=True)
-    if RANK not in metrics:
-        raise ReplyError(f"no {RANK!r} in the metrics record")
-    return _int_field(metrics[RANK], RANK, 1, MAX_RANK)
+    missing = [k for k in (RANK, RANK_UNMASKED) if k not in metrics]
+    if missing:
+        raise ReplyError(f"evaluation reply lacks {missing} (expected both {RANK!r} and {RANK_UNMASKED!r})")
+    return _int_field(metrics[RANK], RANK, 1, MAX_RANK), _int_field(metrics[RANK_UNMASKED], RANK_UNMASKED, 1, MAX_RANK)
 
 
 def _finite(v):

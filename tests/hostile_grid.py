@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from flwr.app import MetricRecord, RecordDict
 
-from shared_models.messages import METRICS, RANK
+from shared_models.messages import METRICS, RANK, RANK_UNMASKED
 
 _ids = itertools.count(1)
 
@@ -31,7 +31,7 @@ class FakeReply:
 
 
 def honest_rank(dst: int, msg: FakeMessage) -> RecordDict:
-    return RecordDict({METRICS: MetricRecord({RANK: 1 + dst % 7})})
+    return RecordDict({METRICS: MetricRecord({RANK: 1 + dst % 7, RANK_UNMASKED: 1 + dst % 5})})
 
 
 class HostileGrid:

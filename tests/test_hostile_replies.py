@@ -16,7 +16,7 @@ from server.loop import PlainFedAvg, UpdateLimits, run_rounds
 from server.secure import SecureAggregation
 from shared_models.crypto import HEConfig, init_keys, load_server_keys
 from shared_models.messages import (ARRAYS, CONFIG, KEY_DEVICE_ID, KEY_ROUND, KEY_SIGNATURE, KEY_SIGNED_ROUND, METRICS,
-                                    RANK, UPDATE, TrainReply, decode_train_reply, encode_train_reply)
+                                    RANK, RANK_UNMASKED, UPDATE, TrainReply, decode_train_reply, encode_train_reply)
 from tests.fed_helpers import tiny_config
 from tests.hostile_grid import FakeMessage, HostileGrid
 
@@ -106,9 +106,9 @@ def test_shuffled_parameter_order_is_accepted_and_averaged_by_name(tmp_path):
 
 @pytest.mark.parametrize("rank", [0, -3, 2 ** 40, 1.5, float("nan")])
 def test_a_bad_rank_leaves_that_node_unevaluated(tmp_path, rank):
-    bad = RecordDict({METRICS: MetricRecord({RANK: rank})})
+    bad = RecordDict({METRICS: MetricRecord({RANK: rank, RANK_UNMASKED: 1})})
     stats, _ = _plain_run(tmp_path, lambda dst, msg: _honest(),
-                          lambda dst, msg: bad if dst == 2 else RecordDict({METRICS: MetricRecord({RANK: 1})}))
+                          lambda dst, msg: bad if dst == 2 else RecordDict({METRICS: MetricRecord({RANK: 1, RANK_UNMASKED: 1})}))
     assert [s.metrics["evaluated"] for s in stats] == [3, 3]
     assert stats[-1].metrics["recall@10"] == 1.0  # the rank-1 nodes only
 
@@ -161,7 +161,8 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 @SETTINGS
 @given(contents=st.lists(replies(), min_size=1, max_size=4), ranks=st.lists(
-    st.one_of(st.builds(lambda v: RecordDict({METRICS: MetricRecord({RANK: v})}), METRIC_VALUE), replies()),
+    st.one_of(st.builds(lambda v: RecordDict({METRICS: MetricRecord({RANK: v, RANK_UNMASKED: v})}), METRIC_VALUE),
+              replies()),
     min_size=1, max_size=4))
 def test_plain_loop_never_raises_and_the_model_stays_finite_and_bounded(tmp_path, contents, ranks):
     stats, strategy = _plain_run(tmp_path, _by_node(contents), _by_node(ranks))

@@ -9,17 +9,17 @@ import torch
 from shared_models.train.metrics import paired_bootstrap, paired_bootstrap_ratio, per_user_metrics, summarize, target_ranks
 
 
-def test_ranks_count_strictly_higher_scores_and_mask_seen():
+def test_ranks_count_scores_at_least_as_high_and_mask_seen():
     scores = torch.tensor([[0.0, 0.9, 0.5, 0.7, 0.1],
                            [0.0, 0.2, 0.8, 0.8, 0.9]])
     targets = torch.tensor([2, 3])
     # user 0: items 1 (0.9) and 3 (0.7) beat item 2 -> rank 3; masking item 1 -> rank 2
-    assert target_ranks(scores, targets).tolist() == [3, 2]
+    assert target_ranks(scores, targets).tolist() == [3, 3]
     seen = torch.zeros_like(scores, dtype=torch.bool)
     seen[0, 1] = True
     seen[1, 4] = True
-    # user 1: item 4 masked; item 2 ties with the target (0.8) and does not outrank it -> rank 1
-    assert target_ranks(scores, targets, seen).tolist() == [2, 1]
+    # user 1: item 4 masked; item 2 ties with the target (0.8): ties count against the target -> rank 2
+    assert target_ranks(scores, targets, seen).tolist() == [2, 2]
 
 
 def test_target_marked_seen_stays_rankable():

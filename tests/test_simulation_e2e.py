@@ -39,6 +39,9 @@ def test_flower_ray_simulation_with_he_writes_the_contract_with_true_epsilon(tmp
     result = simulate(cfg, run, progress=False)
     on_disk = json.loads((run / "metrics.json").read_text())
     assert on_disk["metrics"] == result["metrics"]
+    # both ranks came back through the Flower evaluate reply: masking only removes competitors
+    assert all(on_disk["metrics"][k] >= v for k, v in on_disk["metrics_unmasked"].items())
+    assert on_disk["metrics_unmasked"]["recall@20"] > 0  # 20 of 29 competing items: some target gets in
     assert set(on_disk["privacy"]) >= CONTRACT_PRIVACY
     assert on_disk["privacy"]["unit"] == "window"
     assert (on_disk["rounds"], on_disk["clients_per_round"], on_disk["num_clients"]) == (2, 5, 8)

@@ -1,8 +1,10 @@
 """Full-ranking top-K metrics (no sampled negatives).
 
-The rank of the target is 1 + the number of items scored strictly higher (ties resolved in the target's
-favour; masked items score -inf so they never outrank it). With one relevant item per user (leave-one-out):
-Recall@K = [rank <= K], NDCG@K = [rank <= K] / log2(rank + 1), MRR@K = [rank <= K] / rank.
+The rank of the target is 1 + the number of candidate items scored at least as high as it (ties resolved
+against the target: a model that scores every item the same ranks every target last, not first). Excluded
+items (padding, and the user's history under the masked protocol) are no candidates; the target always is.
+A NaN or infinite score of a candidate or of the target is an error. With one relevant item per user
+(leave-one-out): Recall@K = [rank <= K], NDCG@K = [rank <= K] / log2(rank + 1), MRR@K = [rank <= K] / rank.
 """
 
 from __future__ import annotations
@@ -16,20 +18,24 @@ import torch
 METRIC_NAMES = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10")
 
 
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
-    """(B,) 1-based rank of each target among all items. ``seen`` (B, I) bool marks items masked out.
-
-    A target that is itself marked ``seen`` (a repeat consumption) stays rankable: masking it would make
-    the case unwinnable; everything else the user saw is removed from the ranking.
-    """
-    scores = scores.float().clone()
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor | None = None, *,
+                 first_row: int = 0) -> torch.Tensor:
+    """(B,) 1-based rank of each target among the candidate items. ``excluded`` (B, I) bool marks items
+    removed from the ranking (never the target: a repeat consumption stays rankable, masking it would make
+    the case unwinnable). Ties count against the target. ``first_row`` numbers the rows in error messages."""
+    scores = scores.float()
     rows = torch.arange(scores.shape[0], device=scores.device)
-    if seen is not None:
-        keep_target = scores[rows, targets].clone()
-        scores = scores.masked_fill(seen.to(scores.device), -math.inf)
-        scores[rows, targets] = keep_target
+    candidate = (torch.ones_like(scores, dtype=torch.bool) if excluded is None
+                 else ~excluded.to(device=scores.device, dtype=torch.bool))
+    candidate[rows, targets] = True
+    bad = candidate & ~torch.isfinite(scores)
+    if bad.any():
+        row, item = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"non-finite score {float(scores[row, item])} for item {item} of row {first_row + row} "
+                         f"({int(bad.any(dim=1).sum())} rows affected): the model's scores cannot be ranked")
+    candidate[rows, targets] = False
     target_scores = scores[rows, targets].unsqueeze(1)  # (B, 1)
-    return (scores > target_scores).sum(dim=1) + 1
+    return ((scores >= target_scores) & candidate).sum(dim=1) + 1
 
 
 def per_user_metrics(ranks: np.ndarray | torch.Tensor, names: Iterable[str] = METRIC_NAMES) -> dict[str, np.ndarray]:

@@ -47,7 +47,7 @@ class InlineTransport:
     def train(self, round_id: int, nodes: list[int], received) -> list[TrainReply]:
         return [train_rounds([self.round_input(n, round_id, received)])[0] for n in nodes]
 
-    def evaluate(self, round_id: int, nodes: list[int], received, stage: str) -> dict[int, int]:
+    def evaluate(self, round_id: int, nodes: list[int], received, stage: str) -> dict[int, tuple[int, int]]:
         ranks = {}
         for node in nodes:
             try:

@@ -46,6 +46,17 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def protocol_rows(result: dict, label: str, key: str) -> dict[str, dict[str, float]]:
+    """Table rows "<label> (masked)" and "<label> (unmasked)" from a result's ``key`` (the protocol it names
+    in ``protocol``) and ``<key>_<other protocol>``."""
+    chosen = result.get("protocol", "masked")
+    other = "unmasked" if chosen == "masked" else "masked"
+    rows = {f"{label} ({chosen})": result[key]}
+    if f"{key}_{other}" in result:
+        rows[f"{label} ({other})"] = result[f"{key}_{other}"]
+    return dict(sorted(rows.items()))
+
+
 def quote_overrides(overrides: list[str]) -> list[str]:
     """Quote string values so the TOML scalar parser keeps them as strings."""
     out = []

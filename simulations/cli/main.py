@@ -11,7 +11,7 @@ import typer
 from client.cli_device import device_app, export_cmd, recommend_cmd
 from shared_models.config import ConfigError, load_config
 from simulations.cli.audit import audit_app
-from simulations.cli.common import console, fail, metrics_table, quote_overrides, setup_logging
+from simulations.cli.common import console, fail, metrics_table, protocol_rows, quote_overrides, setup_logging
 from simulations.cli.sweep import sweep_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -118,7 +118,8 @@ def train_central_cmd(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     console.print(metrics_table(f"{model} on {dataset} (test, full ranking)",
-                                {"test": result["metrics"], "valid": result["valid_metrics"]}))
+                                {**protocol_rows(result, "test", "metrics"),
+                                 **protocol_rows(result, "valid", "valid_metrics")}))
     console.print(f"best epoch {result['best_epoch']} of {result['epochs']}, {result['wall_s']} s -> {out}")
 
 
@@ -151,13 +152,13 @@ def simulate_cmd(
     except RunFailed as exc:
         fail(f"the run failed: {exc}")
     private = "private" if cfg.privacy.mode != "none" else "non-private"
-    rows = {f"this run ({private}, {cfg.model.kind})": result["metrics"]}
+    rows = protocol_rows(result, f"this run ({private}, {cfg.model.kind})", "metrics")
     if "popularity" in result.get("baselines", {}):
-        rows["popularity (same devices)"] = result["baselines"]["popularity"]
+        rows["popularity, same devices (masked)"] = result["baselines"]["popularity"]
     if ref is not None:
-        rows[ref[0]] = {k: ref[1].get(k, float("nan")) for k in result["metrics"]}
-    console.print(metrics_table(f"federated {cfg.model.kind} on {cfg.data.dataset} (test, full ranking, history "
-                                f"masked, {result['evaluated_devices']} devices)", rows))
+        rows[f"{ref[0]} (masked)"] = {k: ref[1].get(k, float("nan")) for k in result["metrics"]}
+    console.print(metrics_table(f"federated {cfg.model.kind} on {cfg.data.dataset} (test, full ranking, "
+                                f"{result['evaluated_devices']} devices)", rows))
     console.print(privacy_line(result["privacy"]))
     t = result["timing"]
     console.print(f"{result['rounds']} rounds x {result['clients_per_round']} devices of {result['num_clients']}; "

@@ -3,7 +3,9 @@
 A row holds the point's varying keys (one column per grid key, blank where a point does not set it,
 e.g. the noise of a non-private point), then :data:`RESULT_COLUMNS`. Non-private points and references
 have ``epsilon = inf`` (no guarantee); ``bytes_per_param`` is the upload cost of one shared parameter
-(CKKS ciphertext bytes under HE, 4 for plaintext float32).
+(CKKS ciphertext bytes under HE, 4 for plaintext float32). The metric columns use the ranking protocol in
+``protocol`` (``eval.mask-history``: "masked" removes the user's history from the ranking); ``other_recall@10``
+and ``other_ndcg@10`` are the same test ranks under the other protocol.
 """
 
 from __future__ import annotations
@@ -16,17 +18,29 @@ from typing import Any
 NAME_COLUMN, KIND_COLUMN = "name", "kind"
 POINT_KIND, REFERENCE_KIND = "point", "reference"
 REPORTED_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10")
-RESULT_COLUMNS = ("noise_multiplier", "epsilon", "delta", "unit", *REPORTED_METRICS, "wall_s", "bytes_per_param")
+OTHER_PROTOCOL_METRICS = ("recall@10", "ndcg@10")  # also reported under the other protocol, as other_<metric>
+OTHER_COLUMNS = tuple(f"other_{m}" for m in OTHER_PROTOCOL_METRICS)
+RESULT_COLUMNS = ("noise_multiplier", "epsilon", "delta", "unit", "protocol", *REPORTED_METRICS, *OTHER_COLUMNS,
+                  "wall_s", "bytes_per_param")
 PLAINTEXT_BYTES_PER_PARAM = 4.0  # float32 shared weights in the plaintext transport
 MD_DIGITS = 4
 CSV_NAME, MD_NAME = "summary.csv", "summary.md"
-FIXED_COLUMNS = frozenset({"epsilon", *REPORTED_METRICS})  # 4 decimals in summary.md
-FLOAT_COLUMNS = frozenset({"noise_multiplier", "epsilon", "delta", *REPORTED_METRICS, "wall_s", "bytes_per_param"})
+FIXED_COLUMNS = frozenset({"epsilon", *REPORTED_METRICS, *OTHER_COLUMNS})  # 4 decimals in summary.md
+FLOAT_COLUMNS = frozenset({"noise_multiplier", "epsilon", "delta", *REPORTED_METRICS, *OTHER_COLUMNS, "wall_s",
+                           "bytes_per_param"})
 
 
 def columns(grid_keys: list[str]) -> list[str]:
     """CSV/markdown header: name, kind, the grid keys, then the result columns."""
     return [NAME_COLUMN, KIND_COLUMN, *grid_keys, *RESULT_COLUMNS]
+
+
+def protocol_cells(result: dict[str, Any]) -> dict[str, Any]:
+    """``protocol`` and the ``other_<metric>`` cells of a result (blank where it predates both protocols)."""
+    chosen = result.get("protocol")
+    other = {"masked": "unmasked", "unmasked": "masked"}.get(chosen)
+    alt = result.get(f"metrics_{other}", {}) if other else {}
+    return {"protocol": chosen, **{f"other_{m}": alt.get(m) for m in OTHER_PROTOCOL_METRICS}}
 
 
 def point_row(slug: str, settings: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
@@ -36,7 +50,8 @@ def point_row(slug: str, settings: dict[str, Any], result: dict[str, Any]) -> di
     return {NAME_COLUMN: slug, KIND_COLUMN: POINT_KIND, **settings,
             "noise_multiplier": privacy.get("noise_multiplier"),
             "epsilon": math.inf if eps is None else float(eps), "delta": privacy.get("delta"),
-            "unit": privacy.get("unit"), **{m: result["metrics"][m] for m in REPORTED_METRICS},
+            "unit": privacy.get("unit"), **protocol_cells(result),
+            **{m: result["metrics"][m] for m in REPORTED_METRICS},
             "wall_s": result["timing"]["wall_s"],
             "bytes_per_param": he["bytes_per_param"] if he.get("enabled") else PLAINTEXT_BYTES_PER_PARAM}
 
@@ -44,7 +59,8 @@ def point_row(slug: str, settings: dict[str, Any], result: dict[str, Any]) -> di
 def reference_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
     """A summary row from a train_central result dict (non-private: epsilon = inf)."""
     return {NAME_COLUMN: name, KIND_COLUMN: REFERENCE_KIND, "noise_multiplier": None, "epsilon": math.inf,
-            "delta": None, "unit": None, **{m: result["metrics"][m] for m in REPORTED_METRICS},
+            "delta": None, "unit": None, **protocol_cells(result),
+            **{m: result["metrics"][m] for m in REPORTED_METRICS},
             "wall_s": result["wall_s"], "bytes_per_param": None}
 
 
