@@ -29,6 +29,7 @@ from shared_models.config import Config
 from shared_models.crypto import init_keys, load_server_keys
 from shared_models.datasets.population import Population, population
 from shared_models.model.state import initial_shared
+from shared_models.tracking import TRACKING_DIR, open_tracker, run_finals
 
 log = logging.getLogger(__name__)
 SERVER_THREADS = 1  # the server's own torch work; a simulated device is one CPU's worth (Ray gives num_cpus)
@@ -88,12 +89,15 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     accountant = UserAccountant(cfg, run_dir, len(pop.devices)) if cfg.privacy.user_level else None
     if accountant is not None:
         check_population(len(transport.node_ids()), len(pop.devices))
+    tracker = open_tracker(cfg, run_dir / TRACKING_DIR, run_name=run_dir.name)  # TensorBoard / MLflow
+    tracker.watch(strategy)
 
     def on_round(st: RoundStats) -> None:
         st.epsilon_max, st.epsilon_mean = ledger_epsilons(cfg, run_dir, pop)
         if accountant is not None:  # user-level: one guarantee for every device, composed by the server
             st.epsilon_max = st.epsilon_mean = accountant.epsilon
         append_history(history, st)
+        tracker.log_round(st, strategy)
         stats.append(st)
         if selection is not None and st.metrics and selection.observe(st.round, st.metrics,
                                                                       evaluation_state(strategy)):
@@ -121,6 +125,7 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     if selection is not None:
         result["selection"] = selection.summary()
     write_json(run_dir / "metrics.json", result)
+    tracker.finish(config, run_finals(result))
     return result
 
 

@@ -58,7 +58,7 @@ def _finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
 
 
 RUN_ARTEFACTS = ("devices", "checkpoint", "history.csv", "metrics.json", "global_shared.npz", "global_sum.ckks",
-                 "server", "round_log.jsonl", "broadcast")
+                 "server", "round_log.jsonl", "broadcast", "tensorboard", "report.html")
 
 
 def fresh_start(run_dir: Path, cfg: Config) -> None:

@@ -11,7 +11,8 @@ import typer
 from client.cli_device import device_app, export_cmd, recommend_cmd
 from shared_models.config import ConfigError, load_config
 from simulations.cli.audit import audit_app
-from simulations.cli.common import console, fail, metrics_table, quote_overrides, setup_logging
+from simulations.cli.common import (MLFLOW_HELP, NO_TRACKING_HELP, console, fail, metrics_table, quote_overrides,
+                                    setup_logging, tracking_overrides)
 from simulations.cli.sweep import sweep_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -102,17 +103,20 @@ def train_central_cmd(
     device: Optional[str] = typer.Option(None, help="cpu | cuda | auto"),
     set_: list[str] = typer.Option([], "--set", help="dotted override, e.g. --set model.text-embeddings=true"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    no_tracking: bool = typer.Option(False, "--no-tracking", help=NO_TRACKING_HELP),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
 ) -> None:
     """Centralized training with early stopping on validation NDCG@10; test metrics at the best epoch."""
     setup_logging(False)
     from simulations.central import train_central
     from shared_models.datasets import DatasetError
+    from shared_models.tracking import TRACKING_DIR
 
     overrides = [f"data.dataset={dataset}", f"model.kind={model}"]
     overrides += [f"train.{k}={v}" for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None]
     try:
-        cfg = load_config(config, [*quote_overrides(overrides), *set_])
-        result = train_central(cfg, progress=not quiet)
+        cfg = load_config(config, [*quote_overrides(overrides), *set_, *tracking_overrides(no_tracking, mlflow)])
+        result = train_central(cfg, progress=not quiet, track_dir=out.parent / TRACKING_DIR / out.stem)
     except (ConfigError, DatasetError, FileNotFoundError) as exc:
         fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,17 +133,20 @@ def simulate_cmd(
     set_: list[str] = typer.Option([], "--set", help="dotted override, e.g. --set privacy.mode=none"),
     fresh: bool = typer.Option(False, help="discard a previous (possibly interrupted) run in --out"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    no_tracking: bool = typer.Option(False, "--no-tracking", help=NO_TRACKING_HELP),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
 ) -> None:
     """Federated simulation (Flower simulation engine): DP-SGD on devices, FedAvg of the shared model.
 
-    A killed run continues from its last completed round when started again with the same --out."""
+    A killed run continues from its last completed round when started again with the same --out.
+    Per-round metrics go to OUT/tensorboard (`tensorboard --logdir OUT`) unless --no-tracking."""
     setup_logging(False)
     from shared_models.datasets import DatasetError
     from server.report import privacy_line
     from simulations.simulate import simulate
 
     try:
-        cfg = load_config(config, set_)
+        cfg = load_config(config, [*set_, *tracking_overrides(no_tracking, mlflow)])
         result = simulate(cfg, out, progress=not quiet, resume=not fresh)
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
