@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install  ## short DP + HE federated simulation on MovieLens-100K; prints metrics and epsilon
+demo: install  ## short DP + HE federated simulation on MovieLens-100K; prints metrics and epsilon, then the report's path
 	$(BIN)/fedinterest simulate --config simulations/configs/smoke.toml --out runs/smoke
+	$(BIN)/fedinterest report runs/smoke
 
 test: install  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q
