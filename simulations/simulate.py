@@ -1,4 +1,5 @@
-"""``fedinterest simulate``: one federated run -> RUN_DIR/{config.json, history.csv, metrics.json, devices/}."""
+"""``fedinterest simulate``: one federated run -> RUN_DIR/{config.json, history.csv, metrics.json, devices/,
+tensorboard/ (unless tracking is off), popularity.json (the report's baseline)}."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from server.job import prepare_keys, run_job
 from shared_models.config import Config
 from shared_models.datasets.population import population
 from simulations.backends.inline import InlineTransport
+from simulations.report.baselines import cached_popularity
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,13 @@ def simulate(cfg: Config, run_dir: Path | str, *, progress: bool = True, resume:
         if cfg.federated.backend == "cohort":
             from simulations.backends.cohort import CohortTransport as transport_cls  # torch.func path
         with transport_cls(cfg, population(cfg), run_dir, keys_dir) as transport:
-            return run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
-    from simulations.backends.flower import run_flower_simulation  # imports flwr + ray lazily
+            result = run_job(cfg, transport, run_dir, keys_dir=keys_dir, progress=progress)
+    else:
+        from simulations.backends.flower import run_flower_simulation  # imports flwr + ray lazily
 
-    return run_flower_simulation(cfg, run_dir, progress=progress)
+        result = run_flower_simulation(cfg, run_dir, progress=progress)
+    cached_popularity(run_dir, json.loads(json.dumps(cfg.to_dict())))  # for the report (torch is loaded now)
+    return result
 
 
 def _finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
@@ -58,7 +63,8 @@ def _finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
 
 
 RUN_ARTEFACTS = ("devices", "checkpoint", "history.csv", "metrics.json", "global_shared.npz", "global_sum.ckks",
-                 "server", "round_log.jsonl", "broadcast", "tensorboard", "report.html")
+                 "server", "round_log.jsonl", "broadcast", "tensorboard", "report.html",
+                 "popularity.json")
 
 
 def fresh_start(run_dir: Path, cfg: Config) -> None:

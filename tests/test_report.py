@@ -15,6 +15,7 @@ from shared_models.model.popularity import PopularityModel
 from shared_models.train.evaluation import evaluate_split
 from simulations.audit.run import audit_run
 from simulations.cli.main import app
+from simulations.report.baselines import POPULARITY_FILE
 from simulations.report.browser import check_page, find_chromium
 from simulations.report.run_page import RUN_SECTIONS
 from simulations.report.sweep_page import SWEEP_SECTIONS
@@ -63,6 +64,11 @@ def test_run_report_has_every_section_valid_pngs_and_nothing_external(run_dir):
 
 
 def test_headline_shows_popularity_of_the_run_split_and_the_reference(run_dir):
+    cache = run_dir / POPULARITY_FILE
+    assert json.loads(cache.read_text())["metrics"]  # simulate computed it for the report
+    stale = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**stale, "key": {**stale["key"], "max_len": 999},
+                                 "metrics": dict.fromkeys(stale["metrics"], 0.9)}))  # another config's
     text = write_report(run_dir, reference=run_dir.parent / "central.json").read_text()
     cfg = tiny_config(synthetic_csv(run_dir.parent / "s.csv", users=10, items=30))
     split = load_split(cfg.data)

@@ -6,11 +6,15 @@ evaluator (``evaluate_split``, test stage, unseen items only), so it is the floo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from shared_models.atomic_io import atomic_write_json
 from shared_models.config import ConfigError, build_config
 from simulations.report.rundata import ReportError, read_json
+
+POPULARITY_FILE = "popularity.json"  # RUN_DIR/popularity.json: the baseline computed for the report
 
 
 def popularity_metrics(config: dict[str, Any]) -> tuple[dict[str, float] | None, str]:
@@ -38,3 +42,21 @@ def reference_metrics(path: Path) -> tuple[dict[str, float], str]:
         raise ReportError(f"{path}: expected a 'metrics' object of numbers (a train-central result or metrics.json)")
     what = data.get("model") or ((data.get("config") or {}).get("model") or {}).get("kind") or ""
     return {k: float(v) for k, v in metrics.items()}, f"{Path(path).name}" + (f" ({what})" if what else "")
+
+
+def cached_popularity(run_dir: Path, config: dict[str, Any]) -> tuple[dict[str, float] | None, str]:
+    """:func:`popularity_metrics`, kept in ``RUN_DIR/popularity.json`` for the data and model config it used
+    (computing it imports torch and reads the dataset: most of a report's time otherwise)."""
+    path = Path(run_dir) / POPULARITY_FILE
+    key = {"data": config.get("data"), "max_len": (config.get("model") or {}).get("max_len")}
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            saved = {}
+        if saved.get("key") == key and isinstance(saved.get("metrics"), dict):
+            return saved["metrics"], saved.get("what", "")
+    metrics, what = popularity_metrics(config)
+    if metrics is not None:
+        atomic_write_json(path, {"key": key, "metrics": metrics, "what": what})
+    return metrics, what

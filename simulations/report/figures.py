@@ -17,6 +17,7 @@ PARTICIPATION = (("valid", "participants", "tab:green"), ("refused", "refused (b
                  ("failed", "failed", "tab:grey"), ("rejected", "rejected by the server", "tab:red"))
 CURVE_METRICS = ("recall@10", "ndcg@10")
 MB = 1e6
+MARGINS = {"left": 0.09, "right": 0.98, "bottom": 0.14, "top": 0.91, "wspace": 0.3}
 TARGET_SHOWN_UP_TO = 1.5  # the epsilon target is drawn when it is at most this multiple of the largest value
 
 
@@ -29,6 +30,13 @@ def _target(ax, target: float | None, largest: float, *, vertical: bool = False)
         line(target, color="black", linestyle="--", linewidth=1, label=f"target {target:g}")
     else:
         ax.set_title(f"target epsilon {target:g} (off the axis)", fontsize=9)
+
+
+def _figure() -> Figure:
+    """Fixed margins (a layout engine would cost more than drawing a 100-round figure)."""
+    fig = Figure(figsize=FIG_SIZE)
+    fig.subplots_adjust(**MARGINS)
+    return fig
 
 
 def png(fig: Figure) -> bytes:
@@ -54,7 +62,7 @@ def learning_curves(history: dict[str, list[float]]) -> bytes | None:
     evaluated = {m: [(r, v) for r, v in zip(rounds, history.get(m, [])) if not math.isnan(v)] for m in CURVE_METRICS}
     if not rounds or not (has_loss or any(evaluated.values())):
         return None
-    fig = Figure(figsize=FIG_SIZE, layout="constrained")
+    fig = _figure()
     ax_loss, ax_valid = _rounds_axes(fig, 2)
     if has_loss:
         ax_loss.plot(rounds, loss, color="tab:blue")
@@ -79,7 +87,7 @@ def epsilon_rounds(history: dict[str, list[float]], target: float | None) -> byt
     rounds, eps_max = history.get("round", []), history.get("epsilon_max", [])
     if not rounds or not any(v > 0 for v in eps_max):
         return None
-    fig = Figure(figsize=FIG_SIZE, layout="constrained")
+    fig = _figure()
     (ax,) = _rounds_axes(fig, 1)
     ax.plot(rounds, eps_max, label="largest over devices", color="tab:red")
     ax.plot(rounds, history.get("epsilon_mean", []), label="mean over devices", color="tab:blue")
@@ -94,7 +102,7 @@ def epsilon_histogram(device_eps: list[float], target: float | None) -> bytes | 
     finite = [e for e in device_eps if math.isfinite(e)]
     if not finite:
         return None
-    fig = Figure(figsize=FIG_SIZE, layout="constrained")
+    fig = _figure()
     ax = fig.subplots()
     ax.hist(finite, bins=HIST_BINS, color="tab:purple", edgecolor="white", label=f"{len(device_eps)} device ledgers")
     _target(ax, target, max(finite), vertical=True)
@@ -105,17 +113,19 @@ def epsilon_histogram(device_eps: list[float], target: float | None) -> bytes | 
 
 
 def participation(history: dict[str, list[float]]) -> bytes | None:
-    """Per round, the sampled devices split into participants, refusals, failures and rejections."""
+    """Per round, the sampled devices split into participants, refusals, failures and rejections (stacked)."""
     rounds = history.get("round", [])
     if not rounds:
         return None
-    fig = Figure(figsize=FIG_SIZE, layout="constrained")
+    fig = _figure()
     (ax,) = _rounds_axes(fig, 1)
-    bottom = [0.0] * len(rounds)
-    for column, label, color in PARTICIPATION:
+    edges = [x for r in rounds for x in (r - 0.45, r + 0.45)]  # each round a bar 0.9 wide
+    bottom = [0.0] * len(edges)
+    for column, label, color in PARTICIPATION:  # one polygon per outcome (bars would be one patch per round)
         values = [0.0 if math.isnan(v) else v for v in history.get(column, [0.0] * len(rounds))]
-        ax.bar(rounds, values, bottom=bottom, label=label, color=color, width=0.85)
-        bottom = [b + v for b, v in zip(bottom, values)]
+        top = [b + v for b, v in zip(bottom, (v for v in values for _ in range(2)))]
+        ax.fill_between(edges, bottom, top, label=label, color=color, linewidth=0)
+        bottom = top
     ax.set_ylabel("sampled devices")
     ax.legend(fontsize=8, loc="lower right")
     return png(fig)
@@ -126,7 +136,7 @@ def cost(history: dict[str, list[float]], update_bytes: float) -> bytes | None:
     rounds = history.get("round", [])
     if not rounds:
         return None
-    fig = Figure(figsize=FIG_SIZE, layout="constrained")
+    fig = _figure()
     axes = _rounds_axes(fig, 2 if update_bytes else 1)
     axes[0].plot(rounds, history.get("wall_s", []), color="tab:brown")
     axes[0].set_ylabel("wall time per round (s)")

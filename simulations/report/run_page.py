@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from simulations.report import figures
-from simulations.report.baselines import popularity_metrics, reference_metrics
+from simulations.report.baselines import cached_popularity, reference_metrics
 from simulations.report.html import details, image, note, page, preformatted, section, table
 from simulations.report.rundata import RunData, config_brief, load_run
 from simulations.sweep.summary import REPORTED_METRICS
@@ -76,7 +76,7 @@ def _headline(run: RunData, reference: Path | None, popularity: bool) -> str:
     else:
         notes.append("no metrics.json: the run has not finished")
     if popularity:
-        pop, why = popularity_metrics(run.config)
+        pop, why = cached_popularity(run.run_dir, run.config)
         if pop is not None:
             rows.append(["popularity", *(pop.get(m) for m in REPORTED_METRICS), float("inf")])
         notes.append(why)
