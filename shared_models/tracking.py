@@ -144,6 +144,7 @@ class _TensorBoard:
     def log(self, step: int, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, global_step=step)
+        self.writer.flush()  # a round is on disk when it ends: TensorBoard follows the run, a crash loses nothing
 
     def finish(self, params: dict[str, Any], finals: dict[str, float]) -> None:
         self.writer.add_hparams(params, finals, run_name=HPARAMS_RUN)
