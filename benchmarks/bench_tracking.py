@@ -6,9 +6,10 @@
     python benchmarks/bench_tracking.py --part report --devices 943 --rounds 100
 
 tracking  ``simulate`` of --config (default simulations/configs/smoke.toml, plus --set overrides) run
-          --repeats times with TensorBoard tracking and as often without, interleaved, fresh each time:
-          median wall times and their difference in % (target <= 2%; on a shared machine this A/B figure
-          carries the machine's noise). Also measured directly in the tracked runs: the time spent inside the
+          --repeats times with TensorBoard tracking and as often without, interleaved, fresh each time, after
+          one untimed warm-up run (imports and per-process caches would otherwise land on the first arm):
+          median wall and CPU times and their difference in % (target <= 2%; on a shared machine the A/B
+          figures carry the machine's noise, the CPU time less so). Also measured directly in the tracked runs: the time spent inside the
           tracker (opening the writer, every round's scalars, the hparams at the end), as % of the run.
 report    a synthetic RUN_DIR of a --devices x --rounds run (config.json of the full ML-100K run, metrics.json,
           history.csv with validation every 5 rounds, one device ledger per device in the real ledger format,
@@ -64,27 +65,42 @@ def bench_tracking(config: Path, overrides: list[str], repeats: int, work: Path)
     import server.job
     server.job.open_tracker = tracking.open_tracker
 
+    warm = load_config(config, [*overrides, "tracking.tensorboard=false"])
+    simulate(warm, work / "run-warm-up", progress=False, resume=False)  # first-run costs (imports, caches)
     walls: dict[bool, list[float]] = {True: [], False: []}
+    cpus: dict[bool, list[float]] = {True: [], False: []}
     inside: list[float] = []
     for i in range(repeats):
         for on in (True, False) if i % 2 == 0 else (False, True):
             cfg = load_config(config, [*overrides, f"tracking.tensorboard={'true' if on else 'false'}"])
             spent["s"] = 0.0
+            c0 = _cpu_s()
             t0 = time.perf_counter()
-            simulate(cfg, work / f"run-{on}", progress=False, resume=False)
+            # a fresh directory per run: a process caches device keys by path (client/secure.py), so a run
+            # remade in the same directory in the same process would sign with the previous run's keys
+            simulate(cfg, work / f"run-{'on' if on else 'off'}-{i}", progress=False, resume=False)
             wall = time.perf_counter() - t0
             walls[on].append(wall)
+            cpus[on].append(_cpu_s() - c0)
             if on:
                 inside.append(spent["s"] / wall * 100)
-            print(f"  repeat {i + 1}: tracking {'on ' if on else 'off'} {wall:7.2f} s"
+            print(f"  repeat {i + 1}: tracking {'on ' if on else 'off'} {wall:7.2f} s wall, {cpus[on][-1]:7.2f} s CPU"
                   + (f"  (inside the tracker {spent['s'] * 1000:.0f} ms)" if on else ""), flush=True)
     on, off = statistics.median(walls[True]), statistics.median(walls[False])
     print(f"tracking: median wall {on:.2f} s with, {off:.2f} s without -> {100 * (on - off) / off:+.2f}% "
           f"(A/B over {repeats} repeats each)")
+    on_c, off_c = statistics.median(cpus[True]), statistics.median(cpus[False])
+    print(f"tracking: median CPU {on_c:.2f} s with, {off_c:.2f} s without -> {100 * (on_c - off_c) / off_c:+.2f}%")
     print(f"tracking: time inside the tracker {statistics.median(inside):.3f}% of the run (median; max "
           f"{max(inside):.3f}%)")
-    tb = work / "run-True" / tracking.TRACKING_DIR
+    tb = work / "run-on-0" / tracking.TRACKING_DIR
     print(f"tracking: event files {sum(p.stat().st_size for p in tb.rglob('events.*'))} bytes in {tb}")
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process (all its threads): less sensitive than wall time to other load."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def synth_run(run: Path, *, devices: int, rounds: int, per_round: int) -> None:
