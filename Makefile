@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install  ## short DP + HE federated simulation on MovieLens-100K; prints metrics and epsilon
+demo: install  ## short DP + HE federated simulation on MovieLens-100K; prints metrics and epsilon, then the report's path
 	$(BIN)/fedinterest simulate --config simulations/configs/smoke.toml --out runs/smoke --fresh \
 		--reference simulations/configs/reference-ml100k.json
+	$(BIN)/fedinterest report runs/smoke --reference simulations/configs/reference-ml100k.json
 
 test: install  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q

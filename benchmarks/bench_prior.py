@@ -23,7 +23,7 @@ from shared_models.config import build_config  # noqa: E402
 from shared_models.datasets.population import population  # noqa: E402
 from shared_models.privacy import epsilon_from_history  # noqa: E402
 from shared_models.train.metrics import summarize  # noqa: E402
-from simulations.baselines import popularity_metrics  # noqa: E402
+from simulations.report.baselines import popularity_metrics  # noqa: E402
 
 
 def prior_ranks(run_dir: Path) -> tuple[np.ndarray, dict]:
@@ -48,7 +48,7 @@ def main() -> None:
     cfg = info["cfg"]
     eps = epsilon_from_history([(cfg.privacy.prior_noise_multiplier, 1.0, 1)], delta=cfg.privacy.delta)
     print(f"prior only ({len(ranks)} devices, prior alone eps {eps:.3f} at delta {cfg.privacy.delta:g}):")
-    for name, metrics in (("prior", summarize(ranks)), ("popularity", popularity_metrics(cfg))):
+    for name, metrics in (("prior", summarize(ranks)), ("popularity", popularity_metrics(cfg.to_dict())[0])):
         print(f"  {name:<11}" + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 

@@ -26,9 +26,15 @@ STATE = "state.json"
 EMA = "ema.npz"  # the plaintext server's moving average of the global model (federated.server_ema)
 
 
+UNCOMPARED_SECTIONS = ("tracking",)
+
+
 def same_config(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
-    """Equal on every key both configs have (a field added to Config later, at its default, is no change)."""
+    """Equal on every key both configs have (a field added to Config later, at its default, is no change);
+    ``tracking`` (where the run is watched, not what it computes) is not compared."""
     for section, values in current.items():
+        if section in UNCOMPARED_SECTIONS:
+            continue
         old = recorded.get(section)
         if isinstance(values, dict) and isinstance(old, dict):
             if any(k in old and old[k] != v for k, v in values.items()):

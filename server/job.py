@@ -31,6 +31,7 @@ from shared_models.config import Config
 from shared_models.crypto import init_keys, load_server_keys
 from shared_models.datasets.population import Population, population
 from shared_models.model.state import initial_shared
+from shared_models.tracking import TRACKING_DIR, open_tracker, run_finals
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,15 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     if cfg.privacy.prior:  # released once, before round 1, and sent with every instruction after it
         transport.prior, prior_summary = release_prior(cfg, transport, run_dir, num_items=pop.num_items,
                                                        keys_dir=keys_dir, accountant=accountant)
+    tracker = open_tracker(cfg, run_dir / TRACKING_DIR, run_name=run_dir.name)  # TensorBoard / MLflow
+    tracker.watch(strategy)
 
     def on_round(st: RoundStats) -> None:
         st.epsilon_max, st.epsilon_mean = ledger_epsilons(cfg, run_dir, pop)
         if accountant is not None:  # user-level: one guarantee for every device, composed by the server
             st.epsilon_max = st.epsilon_mean = accountant.epsilon
         append_history(history, st)
+        tracker.log_round(st, strategy)
         stats.append(st)
         if selection is not None and st.metrics and selection.observe(st.round, st.metrics,
                                                                       evaluation_state(strategy)):
@@ -158,6 +162,7 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     if why := failure_reason(cfg, stats, test):
         result["failure"] = why
     write_json(run_dir / "metrics.json", result)
+    tracker.finish(config, run_finals(result))
     if why:
         log.error("run %s failed: %s (metrics.json written)", run_dir, why)
         raise RunFailed(f"{why}; see {run_dir / 'metrics.json'} and {history}", result)

@@ -185,6 +185,15 @@ class EvalConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Round-by-round tracking (shared_models/tracking.py); where a run is watched, not what it computes."""
+
+    tensorboard: bool = True  # TensorBoard event files under RUN_DIR/tensorboard (torch.utils.tensorboard)
+    mlflow_uri: str = ""  # "" = no MLflow; else a tracking URI (e.g. file:///abs/mlruns); needs fedinterest[mlflow]
+    mlflow_experiment: str = "fedinterest"  # MLflow experiment the runs are logged under
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -193,6 +202,7 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     he: HESection = field(default_factory=HESection)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> "Config":
         """Range checks that types alone cannot express; raise ConfigError naming the key."""

@@ -1,4 +1,5 @@
-"""``fedinterest simulate``: one federated run -> RUN_DIR/{config.json, history.csv, metrics.json, devices/}."""
+"""``fedinterest simulate``: one federated run -> RUN_DIR/{config.json, history.csv, metrics.json, devices/,
+tensorboard/ (unless tracking is off), popularity.json (the report's baseline)}."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from server.loop import write_json
 from shared_models.config import Config
 from shared_models.datasets.population import population
 from simulations.backends.inline import InlineTransport
-from simulations.baselines import popularity_metrics
+from simulations.report.baselines import cached_popularity
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def _simulate(cfg: Config, run_dir: Path, *, progress: bool, resume: bool) -> di
         from simulations.backends.flower import run_flower_simulation  # imports flwr + ray lazily
 
         result = run_flower_simulation(cfg, run_dir, progress=progress)
-    result["baselines"] = {"popularity": popularity_metrics(cfg)}  # the same devices and test items
+    popularity, _ = cached_popularity(run_dir, json.loads(json.dumps(cfg.to_dict())))  # also for the report
+    result["baselines"] = {"popularity": popularity}  # the same devices and test items, history masked
     write_json(run_dir / "metrics.json", result)
     return result
 
@@ -73,7 +75,8 @@ def _finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
 
 
 RUN_ARTEFACTS = ("devices", "checkpoint", "history.csv", "metrics.json", "global_shared.npz", "global_sum.ckks",
-                 "server", "round_log.jsonl", "broadcast")
+                 "server", "round_log.jsonl", "broadcast", "tensorboard", "report.html",
+                 "popularity.json")
 
 
 RUN_MARKER = ".fedinterest-run"  # written when a run starts: --fresh deletes only in a folder that carries it

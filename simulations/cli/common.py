@@ -57,6 +57,16 @@ def protocol_rows(result: dict, label: str, key: str) -> dict[str, dict[str, flo
     return dict(sorted(rows.items()))
 
 
+NO_TRACKING_HELP = "no TensorBoard event files (sets tracking.tensorboard = false)"
+MLFLOW_HELP = "also log to MLflow at this tracking URI, e.g. file:///abs/mlruns (needs fedinterest[mlflow])"
+
+
+def tracking_overrides(no_tracking: bool, mlflow: str | None) -> list[str]:
+    """The --set items of ``--no-tracking`` and ``--mlflow URI`` (so the choice is recorded in the config)."""
+    out = ["tracking.tensorboard=false"] if no_tracking else []
+    return out + ([f"tracking.mlflow-uri={json.dumps(mlflow)}"] if mlflow else [])
+
+
 def quote_overrides(overrides: list[str]) -> list[str]:
     """Quote string values so the TOML scalar parser keeps them as strings."""
     out = []

@@ -11,7 +11,9 @@ import typer
 from client.cli_device import device_app, export_cmd, recommend_cmd
 from shared_models.config import ConfigError, load_config
 from simulations.cli.audit import audit_app
-from simulations.cli.common import console, fail, metrics_table, protocol_rows, quote_overrides, setup_logging
+from simulations.cli.common import (MLFLOW_HELP, NO_TRACKING_HELP, console, fail, metrics_table, protocol_rows,
+                                    quote_overrides, setup_logging, tracking_overrides)
+from simulations.cli.report import report_cmd
 from simulations.cli.sweep import sweep_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -27,6 +29,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(device_app, name="device")
 app.command("recommend")(recommend_cmd)
 app.command("export")(export_cmd)
+app.command("report")(report_cmd)
 @data_app.command("fetch")
 def data_fetch(name: str = typer.Argument("ml-100k", help="dataset name (only ml-100k)")) -> None:
     """Download MovieLens-100K (GroupLens zip, else the copy in the recbole wheel), verify SHA-256, cache."""
@@ -102,17 +105,20 @@ def train_central_cmd(
     device: Optional[str] = typer.Option(None, help="cpu | cuda | auto"),
     set_: list[str] = typer.Option([], "--set", help="dotted override, e.g. --set model.text-embeddings=true"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    no_tracking: bool = typer.Option(False, "--no-tracking", help=NO_TRACKING_HELP),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
 ) -> None:
     """Centralized training with early stopping on validation NDCG@10; test metrics at the best epoch."""
     setup_logging(False)
     from simulations.central import train_central
     from shared_models.datasets import DatasetError
+    from shared_models.tracking import TRACKING_DIR
 
     overrides = [f"data.dataset={dataset}", f"model.kind={model}"]
     overrides += [f"train.{k}={v}" for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None]
     try:
-        cfg = load_config(config, [*quote_overrides(overrides), *set_])
-        result = train_central(cfg, progress=not quiet)
+        cfg = load_config(config, [*quote_overrides(overrides), *set_, *tracking_overrides(no_tracking, mlflow)])
+        result = train_central(cfg, progress=not quiet, track_dir=out.parent / TRACKING_DIR / out.stem)
     except (ConfigError, DatasetError, FileNotFoundError) as exc:
         fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,20 +138,23 @@ def simulate_cmd(
     quiet: bool = typer.Option(False, help="no progress bar"),
     reference: Optional[Path] = typer.Option(None, help="JSON with a 'metrics' block (another run's metrics.json "
                                              "or a measured result) printed beside this run"),
+    no_tracking: bool = typer.Option(False, "--no-tracking", help=NO_TRACKING_HELP),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
 ) -> None:
     """Federated simulation (Flower simulation engine): DP-SGD on devices, FedAvg of the shared model.
 
-    A killed run continues from its last completed round when started again with the same --out."""
+    A killed run continues from its last completed round when started again with the same --out.
+    Per-round metrics go to OUT/tensorboard (`tensorboard --logdir OUT`) unless --no-tracking."""
     setup_logging(False)
     from shared_models.datasets import DatasetError
     from server.report import privacy_line
     from server.job import RunFailed
-    from simulations.baselines import load_reference
+    from simulations.report.baselines import reference_metrics
     from simulations.simulate import simulate
 
     try:
-        cfg = load_config(config, set_)
-        ref = load_reference(reference) if reference is not None else None
+        cfg = load_config(config, [*set_, *tracking_overrides(no_tracking, mlflow)])
+        ref = reference_metrics(reference) if reference is not None else None
         result = simulate(cfg, out, progress=not quiet, resume=not fresh)
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
@@ -153,10 +162,10 @@ def simulate_cmd(
         fail(f"the run failed: {exc}")
     private = "private" if cfg.privacy.mode != "none" else "non-private"
     rows = protocol_rows(result, f"this run ({private}, {cfg.model.kind})", "metrics")
-    if "popularity" in result.get("baselines", {}):
+    if (result.get("baselines") or {}).get("popularity"):
         rows["popularity, same devices (masked)"] = result["baselines"]["popularity"]
     if ref is not None:
-        rows[f"{ref[0]} (masked)"] = {k: ref[1].get(k, float("nan")) for k in result["metrics"]}
+        rows[f"reference: {ref[1]}"] = {k: ref[0].get(k, float("nan")) for k in result["metrics"]}
     console.print(metrics_table(f"federated {cfg.model.kind} on {cfg.data.dataset} (test, full ranking, "
                                 f"{result['evaluated_devices']} devices)", rows))
     console.print(privacy_line(result["privacy"]))

@@ -8,11 +8,12 @@ Mount with ``app.add_typer(sweep_app, name="sweep")`` (the callback is the comma
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.table import Table
 
-from simulations.cli.common import console, fail, setup_logging
+from simulations.cli.common import MLFLOW_HELP, NO_TRACKING_HELP, console, fail, setup_logging, tracking_overrides
 
 sweep_app = typer.Typer(add_completion=False, help="Grid of federated runs: privacy/utility/cost frontier.")
 
@@ -25,6 +26,8 @@ def sweep_cmd(
                                    "sweep (sweep.grid.privacy.noise-multiplier=[1,2], sweep.references=[])"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the points (done or to run) and exit"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    no_tracking: bool = typer.Option(False, "--no-tracking", help=NO_TRACKING_HELP),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
 ) -> None:
     """Run every unfinished grid point and reference (finished ones are skipped), then summarize and plot."""
     from shared_models.config import ConfigError
@@ -34,7 +37,7 @@ def sweep_cmd(
 
     setup_logging(False)
     try:
-        spec = load_sweep(config, set_)
+        spec = load_sweep(config, [*set_, *tracking_overrides(no_tracking, mlflow)])
         if dry_run:
             console.print(_plan_table(plan(spec, out)[1]))
             return

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from shared_models.config import Config
+from shared_models.tracking import TRACKING_DIR
 from simulations.sweep import plots, summary as sweep_summary
 from simulations.sweep.plots import PlotInfo
 from simulations.central import train_central
@@ -40,7 +41,8 @@ FRONTIER_FILES = {"recall@10": "frontier_recall.png", "ndcg@10": "frontier_ndcg.
 CURVES_FILE = "learning_curves.png"
 CLI_NAME = "fedinterest sweep"
 RUN_LOCAL_KEYS = frozenset({"federated.ray_address", "federated.num_cpus", "federated.num_gpus",
-                            "federated.device", "train.device", "train.threads", "he.keys_dir"})  # not results
+                            "federated.device", "train.device", "train.threads", "he.keys_dir",
+                            "tracking.tensorboard", "tracking.mlflow_uri", "tracking.mlflow_experiment"})  # not results
 MAX_DIFF_SHOWN = 5
 REFERENCE_SECTIONS = {"central": ("data", "model", "train"), "pop": ("data",)}  # what each result depends on
 
@@ -108,7 +110,7 @@ def _reference_job(spec: SweepSpec, name: str, out: Path) -> _Job:
     cfg = reference_config(spec, name)
 
     def run() -> dict[str, Any]:
-        result = train_central(cfg, progress=False)
+        result = train_central(cfg, progress=False, track_dir=path.parent / TRACKING_DIR / name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=2))
