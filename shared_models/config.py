@@ -9,21 +9,14 @@ Every default runs.
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MODEL_KINDS = ("pop", "long", "short", "long-short")
-PRIVACY_MODES = ("none", "example", "user", "example+user")
-USER_MODES = ("user", "example+user")  # device-level DP of the shared model (distributed noise)
-SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # server/optimizers.py
-
-
-class ConfigError(ValueError):
-    """A configuration key is unknown, ill-typed or out of range; the message names the key."""
+from shared_models.config_checks import (MODEL_KINDS, PRIVACY_MODES, SERVER_OPTIMIZERS, USER_MODES,  # noqa: F401
+                                         ConfigError, validate)
 
 
 @dataclass
@@ -205,105 +198,11 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> "Config":
-        """Range checks that types alone cannot express; raise ConfigError naming the key."""
-        _check(self.model.kind in MODEL_KINDS, "model.kind", f"one of {MODEL_KINDS}", self.model.kind)
-        for key in ("hidden", "max_len", "short_len", "num_layers", "num_heads", "inner"):
-            _check(getattr(self.model, key) > 0, f"model.{key}", "> 0", getattr(self.model, key))
-        _check(self.model.hidden % self.model.num_heads == 0, "model.num_heads", "a divisor of model.hidden",
-               self.model.num_heads)
-        _check(0.0 <= self.model.dropout < 1.0, "model.dropout", "in [0, 1)", self.model.dropout)
-        _check(self.model.short_len <= self.model.max_len, "model.short_len", "<= model.max_len",
-               self.model.short_len)
-        _check(self.model.item_ids or self.model.text_embeddings, "model.item_ids",
-               "true unless model.text_embeddings = true (items need some representation)", self.model.item_ids)
-        _check(self.train.lr > 0, "train.lr", "> 0", self.train.lr)
-        _check(self.train.batch_size > 0, "train.batch_size", "> 0", self.train.batch_size)
-        _check(self.train.window_stride >= 0, "train.window_stride", ">= 0", self.train.window_stride)
-        _check(self.train.device in ("cpu", "cuda", "auto"), "train.device", "cpu | cuda | auto",
-               self.train.device)
-        _check(self.data.min_interactions >= 3, "data.min_interactions", ">= 3", self.data.min_interactions)
-        self._validate_federated()
-        return self
-
-    def _validate_federated(self) -> None:
-        f, p = self.federated, self.privacy
-        for key in ("num_server_rounds", "clients_per_round", "local_epochs", "batch_size", "min_train_nodes"):
-            _check(getattr(f, key) >= 1, f"federated.{key}", ">= 1", getattr(f, key))
-        _check(f.server_optimizer in SERVER_OPTIMIZERS, "federated.server_optimizer", " | ".join(SERVER_OPTIMIZERS),
-               f.server_optimizer)
-        if f.server_optimizer != "fedavg":
-            _check(not self.he.enabled, "federated.server_optimizer",
-                   "'fedavg' with he.enabled = true (the server never holds the model)", f.server_optimizer)
-            _check(not p.user_level, "federated.server_optimizer",
-                   "'fedavg' with user-level DP (its decoding is fixed: use federated.server_lr)", f.server_optimizer)
-        _check(0 <= f.server_momentum < 1, "federated.server_momentum", "in [0, 1)", f.server_momentum)
-        _check(0 <= f.server_beta2 < 1, "federated.server_beta2", "in [0, 1)", f.server_beta2)
-        _check(f.server_tau > 0, "federated.server_tau", "> 0", f.server_tau)
-        _check(0 <= f.server_ema < 1, "federated.server_ema", "in [0, 1)", f.server_ema)
-        if f.server_ema:
-            _check(not self.he.enabled and not p.user_level, "federated.server_ema",
-                   "0 with he.enabled = true or user-level DP (the server must hold the model)", f.server_ema)
-        _check(f.max_examples >= 1, "federated.max_examples", ">= 1", f.max_examples)
-        _check(0 < f.max_abs_weight < float("inf"), "federated.max_abs_weight", "finite and > 0", f.max_abs_weight)
-        _check(f.max_in_flight >= 0, "federated.max_in_flight", ">= 0 (0 = automatic)", f.max_in_flight)
-        _check(0.0 <= f.fraction_train <= 1.0, "federated.fraction_train", "in [0, 1]", f.fraction_train)
-        _check(f.lr > 0, "federated.lr", "> 0", f.lr)
-        _check(f.eval_every >= 0, "federated.eval_every", ">= 0", f.eval_every)
-        _check(f.patience >= 0, "federated.patience", ">= 0", f.patience)
-        if f.patience:
-            _check(f.keep_best, "federated.patience", "0 unless federated.keep_best = true", f.patience)
-        if f.keep_best:
-            _check(f.eval_every > 0, "federated.keep_best", "false with federated.eval_every = 0 (nothing to "
-                   "select on)", f.keep_best)
-            _check(not p.user_level, "federated.keep_best", "false with user-level DP (selecting on devices' "
-                   "validation items would spend privacy the accountant does not count)", f.keep_best)
-        _check(f.optimizer in ("adam", "sgd"), "federated.optimizer", "adam | sgd", f.optimizer)
-        _check(f.backend in ("ray", "inline", "cohort"), "federated.backend", "ray | inline | cohort", f.backend)
-        if f.backend == "cohort":
-            _check(p.mode == "example", "privacy.mode", "'example' with federated.backend = cohort", p.mode)
-            _check(self.model.dropout == 0.0, "model.dropout", "0 with federated.backend = cohort",
-                   self.model.dropout)
-            _check(f.cohort_size >= 1, "federated.cohort_size", ">= 1", f.cohort_size)
-        _check(f.device in ("cpu", "cuda", "auto"), "federated.device", "cpu | cuda | auto", f.device)
-        _check(p.mode in PRIVACY_MODES, "privacy.mode", f"one of {PRIVACY_MODES}", p.mode)
-        if p.user_level:
-            self._validate_user_level()
-        if p.prior:
-            _check(p.mode == "none" or p.user_level, "privacy.prior", "false with privacy.mode = 'example' (the "
-                   "prior is a user-level release; use mode 'user' or 'example+user')", p.prior)
-            _check(p.prior_clip > 0, "privacy.prior_clip", "> 0", p.prior_clip)
-            _check(p.prior_noise_multiplier >= 0 if p.mode == "none" else p.prior_noise_multiplier > 0,
-                   "privacy.prior_noise_multiplier", "> 0 (>= 0 with privacy.mode = 'none')", p.prior_noise_multiplier)
-            _check(p.prior_min_contributors >= 1, "privacy.prior_min_contributors", ">= 1", p.prior_min_contributors)
-            _check(f.backend != "cohort", "federated.backend", "ray | inline with privacy.prior", f.backend)
-        if p.mode != "none":
-            _check(p.noise_multiplier > 0, "privacy.noise_multiplier", "> 0", p.noise_multiplier)
-            _check(p.max_grad_norm > 0, "privacy.max_grad_norm", "> 0", p.max_grad_norm)
-            _check(p.target_epsilon > 0, "privacy.target_epsilon", "> 0", p.target_epsilon)
-            _check(0 <= p.delta < 1, "privacy.delta", "in [0, 1)", p.delta)
-
-    def _validate_user_level(self) -> None:
-        f, p, he = self.federated, self.privacy, self.he
-        for key in ("user_clip", "user_noise_multiplier", "user_target_epsilon", "delta"):
-            _check(getattr(p, key) > 0, f"privacy.{key}", "> 0 with user-level DP", getattr(p, key))
-        _check(f.server_lr > 0, "federated.server_lr", "> 0", f.server_lr)
-        _check(f.fraction_train == 0, "federated.fraction_train",
-               "0 with user-level DP (clients_per_round sets the Poisson rate and the fixed denominator)",
-               f.fraction_train)
-        if he.enabled:
-            _check(he.pack_bits == 0, "he.pack_bits", "0 (float mode) with user-level DP: noisy deltas are summed "
-                   "over rounds", he.pack_bits)
-            bound = p.user_clip + 8 * p.user_noise_multiplier * p.user_clip / math.sqrt(f.min_train_nodes)
-            _check(he.clip_range >= bound, "he.clip_range", f">= user_clip + 8 device noise std = {bound:.4g} "
-                   "(a noisy delta coordinate must fit the encoding)", he.clip_range)
+        """Range checks that types alone cannot express (``config_checks.validate``); errors name the key."""
+        return validate(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _check(ok: bool, key: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ConfigError(f"config key '{key}': expected {expected}, got {got!r}")
 
 
 def _norm(key: str) -> str:

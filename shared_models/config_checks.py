@@ -1,0 +1,119 @@
+"""Range checks of the typed config that types alone cannot express; each error names its key."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared_models.config import Config
+
+MODEL_KINDS = ("pop", "long", "short", "long-short")
+PRIVACY_MODES = ("none", "example", "user", "example+user")
+USER_MODES = ("user", "example+user")  # device-level DP of the shared model (distributed noise)
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # server/optimizers.py
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, ill-typed or out of range; the message names the key."""
+
+
+def check(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': expected {expected}, got {got!r}")
+
+
+def validate(cfg: "Config") -> "Config":
+    """Range checks that types alone cannot express; raise ConfigError naming the key."""
+    check(cfg.model.kind in MODEL_KINDS, "model.kind", f"one of {MODEL_KINDS}", cfg.model.kind)
+    for key in ("hidden", "max_len", "short_len", "num_layers", "num_heads", "inner"):
+        check(getattr(cfg.model, key) > 0, f"model.{key}", "> 0", getattr(cfg.model, key))
+    check(cfg.model.hidden % cfg.model.num_heads == 0, "model.num_heads", "a divisor of model.hidden",
+          cfg.model.num_heads)
+    check(0.0 <= cfg.model.dropout < 1.0, "model.dropout", "in [0, 1)", cfg.model.dropout)
+    check(cfg.model.short_len <= cfg.model.max_len, "model.short_len", "<= model.max_len",
+          cfg.model.short_len)
+    check(cfg.model.item_ids or cfg.model.text_embeddings, "model.item_ids",
+          "true unless model.text_embeddings = true (items need some representation)", cfg.model.item_ids)
+    check(cfg.train.lr > 0, "train.lr", "> 0", cfg.train.lr)
+    check(cfg.train.batch_size > 0, "train.batch_size", "> 0", cfg.train.batch_size)
+    check(cfg.train.window_stride >= 0, "train.window_stride", ">= 0", cfg.train.window_stride)
+    check(cfg.train.device in ("cpu", "cuda", "auto"), "train.device", "cpu | cuda | auto",
+          cfg.train.device)
+    check(cfg.data.min_interactions >= 3, "data.min_interactions", ">= 3", cfg.data.min_interactions)
+    _validate_federated(cfg)
+    return cfg
+
+
+def _validate_federated(cfg: "Config") -> None:
+    f, p = cfg.federated, cfg.privacy
+    for key in ("num_server_rounds", "clients_per_round", "local_epochs", "batch_size", "min_train_nodes"):
+        check(getattr(f, key) >= 1, f"federated.{key}", ">= 1", getattr(f, key))
+    check(f.server_optimizer in SERVER_OPTIMIZERS, "federated.server_optimizer", " | ".join(SERVER_OPTIMIZERS),
+          f.server_optimizer)
+    if f.server_optimizer != "fedavg":
+        check(not cfg.he.enabled, "federated.server_optimizer",
+              "'fedavg' with he.enabled = true (the server never holds the model)", f.server_optimizer)
+        check(not p.user_level, "federated.server_optimizer",
+              "'fedavg' with user-level DP (its decoding is fixed: use federated.server_lr)", f.server_optimizer)
+    check(0 <= f.server_momentum < 1, "federated.server_momentum", "in [0, 1)", f.server_momentum)
+    check(0 <= f.server_beta2 < 1, "federated.server_beta2", "in [0, 1)", f.server_beta2)
+    check(f.server_tau > 0, "federated.server_tau", "> 0", f.server_tau)
+    check(0 <= f.server_ema < 1, "federated.server_ema", "in [0, 1)", f.server_ema)
+    if f.server_ema:
+        check(not cfg.he.enabled and not p.user_level, "federated.server_ema",
+              "0 with he.enabled = true or user-level DP (the server must hold the model)", f.server_ema)
+    check(f.max_examples >= 1, "federated.max_examples", ">= 1", f.max_examples)
+    check(0 < f.max_abs_weight < float("inf"), "federated.max_abs_weight", "finite and > 0", f.max_abs_weight)
+    check(f.max_in_flight >= 0, "federated.max_in_flight", ">= 0 (0 = automatic)", f.max_in_flight)
+    check(0.0 <= f.fraction_train <= 1.0, "federated.fraction_train", "in [0, 1]", f.fraction_train)
+    check(f.lr > 0, "federated.lr", "> 0", f.lr)
+    check(f.eval_every >= 0, "federated.eval_every", ">= 0", f.eval_every)
+    check(f.patience >= 0, "federated.patience", ">= 0", f.patience)
+    if f.patience:
+        check(f.keep_best, "federated.patience", "0 unless federated.keep_best = true", f.patience)
+    if f.keep_best:
+        check(f.eval_every > 0, "federated.keep_best", "false with federated.eval_every = 0 (nothing to "
+              "select on)", f.keep_best)
+        check(not p.user_level, "federated.keep_best", "false with user-level DP (selecting on devices' "
+              "validation items would spend privacy the accountant does not count)", f.keep_best)
+    check(f.optimizer in ("adam", "sgd"), "federated.optimizer", "adam | sgd", f.optimizer)
+    check(f.backend in ("ray", "inline", "cohort"), "federated.backend", "ray | inline | cohort", f.backend)
+    if f.backend == "cohort":
+        check(p.mode == "example", "privacy.mode", "'example' with federated.backend = cohort", p.mode)
+        check(cfg.model.dropout == 0.0, "model.dropout", "0 with federated.backend = cohort",
+              cfg.model.dropout)
+        check(f.cohort_size >= 1, "federated.cohort_size", ">= 1", f.cohort_size)
+    check(f.device in ("cpu", "cuda", "auto"), "federated.device", "cpu | cuda | auto", f.device)
+    check(p.mode in PRIVACY_MODES, "privacy.mode", f"one of {PRIVACY_MODES}", p.mode)
+    if p.user_level:
+        _validate_user_level(cfg)
+    if p.prior:
+        check(p.mode == "none" or p.user_level, "privacy.prior", "false with privacy.mode = 'example' (the "
+              "prior is a user-level release; use mode 'user' or 'example+user')", p.prior)
+        check(p.prior_clip > 0, "privacy.prior_clip", "> 0", p.prior_clip)
+        check(p.prior_noise_multiplier >= 0 if p.mode == "none" else p.prior_noise_multiplier > 0,
+              "privacy.prior_noise_multiplier", "> 0 (>= 0 with privacy.mode = 'none')", p.prior_noise_multiplier)
+        check(p.prior_min_contributors >= 1, "privacy.prior_min_contributors", ">= 1", p.prior_min_contributors)
+        check(f.backend != "cohort", "federated.backend", "ray | inline with privacy.prior", f.backend)
+    if p.mode != "none":
+        check(p.noise_multiplier > 0, "privacy.noise_multiplier", "> 0", p.noise_multiplier)
+        check(p.max_grad_norm > 0, "privacy.max_grad_norm", "> 0", p.max_grad_norm)
+        check(p.target_epsilon > 0, "privacy.target_epsilon", "> 0", p.target_epsilon)
+        check(0 <= p.delta < 1, "privacy.delta", "in [0, 1)", p.delta)
+
+
+def _validate_user_level(cfg: "Config") -> None:
+    f, p, he = cfg.federated, cfg.privacy, cfg.he
+    for key in ("user_clip", "user_noise_multiplier", "user_target_epsilon", "delta"):
+        check(getattr(p, key) > 0, f"privacy.{key}", "> 0 with user-level DP", getattr(p, key))
+    check(f.server_lr > 0, "federated.server_lr", "> 0", f.server_lr)
+    check(f.fraction_train == 0, "federated.fraction_train",
+          "0 with user-level DP (clients_per_round sets the Poisson rate and the fixed denominator)",
+          f.fraction_train)
+    if he.enabled:
+        check(he.pack_bits == 0, "he.pack_bits", "0 (float mode) with user-level DP: noisy deltas are summed "
+              "over rounds", he.pack_bits)
+        bound = p.user_clip + 8 * p.user_noise_multiplier * p.user_clip / math.sqrt(f.min_train_nodes)
+        check(he.clip_range >= bound, "he.clip_range", f">= user_clip + 8 device noise std = {bound:.4g} "
+              "(a noisy delta coordinate must fit the encoding)", he.clip_range)
