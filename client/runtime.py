@@ -226,9 +226,10 @@ def import_interactions(root: Path | str, csv_path: Path | str) -> int:
 
 def device_text(cfg: Config, cat: Catalogue):
     """Frozen title embeddings when the model uses them (computed on the device from the catalogue)."""
-    if not cfg.model.text_embeddings:
+    from shared_models.model.factory import item_text_tensor, uses_text
+
+    if not uses_text(cfg.model):
         return None
-    from shared_models.model.factory import item_text_tensor
 
     return item_text_tensor(cfg.model, cat.titles)
 

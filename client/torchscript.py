@@ -22,7 +22,7 @@ class ScoringModule(nn.Module):
         self.model = model
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
-        scores = self.model.score(self.model.encode(history)["user"][:, -1])  # (1, I)
+        scores = self.model.predict(history)  # (1, I)
         return scores.scatter(1, history, torch.finfo(scores.dtype).min)
 
 

@@ -44,6 +44,11 @@ class ModelConfig:
     # false: no learned item-ID table; items are their frozen text embeddings through learned projections only
     # (public metadata: far fewer parameters learned from users; needs text_embeddings = true)
     item_ids: bool = True
+    # content scores from public text and the user's own history (shared_models/model/content.py): for each
+    # horizon h, weight * cos(item text, mean text of the last h items); the weights are the only learned part
+    content: bool = False
+    content_horizons: tuple[int, ...] = (1, 5, 20, 50)
+    content_weight: float = 2.0  # initial value of every horizon's weight
 
 
 @dataclass

@@ -35,6 +35,10 @@ def validate(cfg: "Config") -> "Config":
           cfg.model.short_len)
     check(cfg.model.item_ids or cfg.model.text_embeddings, "model.item_ids",
           "true unless model.text_embeddings = true (items need some representation)", cfg.model.item_ids)
+    check(not cfg.model.content or (bool(cfg.model.content_horizons)
+                                    and all(0 < h <= cfg.model.max_len for h in cfg.model.content_horizons)),
+          "model.content_horizons", "a non-empty list of window lengths in [1, model.max_len]",
+          list(cfg.model.content_horizons))
     check(cfg.train.lr > 0, "train.lr", "> 0", cfg.train.lr)
     check(cfg.train.batch_size > 0, "train.batch_size", "> 0", cfg.train.batch_size)
     check(cfg.train.window_stride >= 0, "train.window_stride", ">= 0", cfg.train.window_stride)

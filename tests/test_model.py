@@ -13,8 +13,10 @@ KINDS = ["long", "short", "long-short"]
 
 def _model(kind: str, text: bool = False, **kw) -> InterestModel:
     torch.manual_seed(0)
+    kw.setdefault("text_embeddings", text)
     cfg = ModelConfig(kind=kind, hidden=16, max_len=12, short_len=4, num_heads=2, inner=32, dropout=0.0, **kw)
-    return InterestModel(cfg, NUM_ITEMS, text=torch.randn(NUM_ITEMS, 8) if text else None)
+    uses_text = kw["text_embeddings"] or kw.get("content", False)
+    return InterestModel(cfg, NUM_ITEMS, text=torch.randn(NUM_ITEMS, 8) if uses_text else None)
 
 
 def _batch(B: int = 3, T: int = 12, pad: int = 4) -> dict[str, torch.Tensor]:

@@ -45,7 +45,7 @@ _cache: "OrderedDict[tuple, Population]" = OrderedDict()
 
 def population(cfg: Config) -> Population:
     """The simulated devices for ``cfg.data`` (and the item text, when the model uses it), cached per process."""
-    key = (dataclasses.astuple(cfg.data), cfg.model.text_embeddings, cfg.model.text_model)
+    key = (dataclasses.astuple(cfg.data), cfg.model.text_embeddings, cfg.model.content, cfg.model.text_model)
     if key not in _cache:
         _cache[key] = _load(cfg)
         while len(_cache) > POPULATIONS_CACHED:

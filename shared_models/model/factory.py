@@ -11,12 +11,19 @@ from shared_models.model.interest import InterestModel
 from shared_models.model.popularity import PopularityModel
 
 
+def uses_text(cfg: ModelConfig) -> bool:
+    """Does the model read the frozen item text embeddings (learned projection or content scores)?"""
+    return cfg.text_embeddings or cfg.content
+
+
 def item_text_tensor(cfg: ModelConfig, item_text: list[str] | None) -> torch.Tensor | None:
-    """Frozen text embeddings when ``model.text_embeddings`` is on (error names the key if no metadata)."""
-    if not cfg.text_embeddings:
+    """Frozen text embeddings when ``model.text_embeddings`` or ``model.content`` is on (error names the key
+    if the dataset has no metadata)."""
+    if not uses_text(cfg):
         return None
     if item_text is None:
-        raise ValueError("model.text_embeddings = true but the dataset has no item metadata (.item file)")
+        key = "model.text_embeddings" if cfg.text_embeddings else "model.content"
+        raise ValueError(f"{key} = true but the dataset has no item metadata (.item file)")
     return encode_texts(list(item_text), model_path=cfg.text_model)
 
 

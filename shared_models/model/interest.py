@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared_models.config import ModelConfig
+from shared_models.model.content import ContentScorer
 from shared_models.model.encoders import LongTermEncoder, ShortTermEncoder
 from shared_models.train.sequences import PAD
 
-SHARED_PREFIXES = ("item_emb.", "scorer.", "text_in.", "text_out.", "emb_ln.", "long.")
+SHARED_PREFIXES = ("item_emb.", "scorer.", "text_in.", "text_out.", "emb_ln.", "long.", "content.")
 PERSONAL_PREFIXES = ("short.", "gate.")
 
 
@@ -57,11 +58,13 @@ class InterestModel(nn.Module):
             self.item_emb = nn.Embedding(num_items, D, padding_idx=PAD)
             self.scorer = nn.Linear(D, num_items, bias=False)
             self.scorer.weight = self.item_emb.weight  # tied: (I, D)
-        elif text is None:
+        elif text is None or not cfg.text_embeddings:
             raise ValueError("model.item_ids = false needs text embeddings (model.text_embeddings = true)")
-        if text is not None:
-            if text.shape[0] != num_items:
-                raise ValueError(f"text embeddings have {text.shape[0]} rows, catalogue has {num_items}")
+        if (cfg.text_embeddings or cfg.content) and text is None:
+            raise ValueError("model.text_embeddings / model.content need the frozen item text embeddings")
+        if text is not None and text.shape[0] != num_items:
+            raise ValueError(f"text embeddings have {text.shape[0]} rows, catalogue has {num_items}")
+        if cfg.text_embeddings:
             self.register_buffer("text", text.float(), persistent=False)  # (I, E), frozen
             self.text_in = nn.Linear(text.shape[1], D)
             self.text_out = nn.Linear(D, text.shape[1], bias=False)
@@ -78,6 +81,8 @@ class InterestModel(nn.Module):
             self.gate = FusionGate(D)
         self.register_buffer("item_prior", None, persistent=False)  # (I,) output bias, e.g. the DP popularity prior
         self.apply(self._init)
+        self.content = (ContentScorer(text=text, horizons=cfg.content_horizons, init_weight=cfg.content_weight)
+                        if cfg.content else None)  # built after _init: its weights start at content_weight
 
     def set_item_prior(self, prior: torch.Tensor | None) -> None:
         """A fixed (I,) bias added to every score (not a parameter: it never trains and never leaves)."""
@@ -120,9 +125,11 @@ class InterestModel(nn.Module):
             out["user"] = out["long"] if self.cfg.kind == "long" else out["short"]
         return out
 
-    def score(self, user: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (..., I) scores over the whole catalogue; padding gets -inf-like."""
+    def score(self, user: torch.Tensor, content: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., D) -> (..., I) scores over the whole catalogue (+ ``content`` (..., I)); padding gets -inf-like."""
         logits = self.scorer(user) if self.cfg.item_ids else 0.0  # (..., I)
+        if content is not None:
+            logits = logits + content  # (..., I)
         if self.text is not None:
             logits = logits + self.text_out(user) @ self.text.T  # (..., I)
         if self.item_prior is not None:
@@ -135,14 +142,16 @@ class InterestModel(nn.Module):
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         targets = batch["targets"]
         enc = self.encode(batch["inputs"])
-        loss = self._ce(enc["user"], targets)
+        content = self.content(batch["inputs"]) if self.content is not None else None  # (B, T, I)
+        loss = self._ce(enc["user"], targets, content)
         if self.cfg.kind == "long-short" and self.cfg.aux_weight > 0:
-            loss = loss + self.cfg.aux_weight * (self._ce(enc["long"], targets) + self._ce(enc["short"], targets))
+            loss = loss + self.cfg.aux_weight * (self._ce(enc["long"], targets, content)
+                                                 + self._ce(enc["short"], targets, content))
         return loss
 
-    def _ce(self, user: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _ce(self, user: torch.Tensor, targets: torch.Tensor, content: torch.Tensor | None) -> torch.Tensor:
         """Mean over samples of each sample's mean next-item CE: separable per sample, as DP-SGD needs."""
-        logits = self.score(user)  # (B, T, I)
+        logits = self.score(user, content)  # (B, T, I)
         tok = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD,
                               reduction="none").view_as(targets)  # (B, T)
         valid = (targets != PAD).sum(dim=1).clamp(min=1)  # (B,)
@@ -150,7 +159,12 @@ class InterestModel(nn.Module):
 
     @torch.no_grad()
     def full_sort_predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.score(self.encode(batch["inputs"])["user"][:, -1])  # (B, I)
+        return self.predict(batch["inputs"])
+
+    def predict(self, items: torch.Tensor) -> torch.Tensor:
+        """(B, T) left-padded histories -> (B, I) scores from the last position (traceable)."""
+        content = self.content.last(items) if self.content is not None else None  # (B, I)
+        return self.score(self.encode(items)["user"][:, -1], content)  # (B, I)
 
     # -- federated split ------------------------------------------------------------------------------
     def shared_state(self) -> "OrderedDict[str, torch.Tensor]":
