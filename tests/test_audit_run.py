@@ -85,6 +85,9 @@ def test_dp_run_passes_and_writes_the_contract(dp_copy: Path) -> None:
     assert on_disk["verdict"] == "PASS" and set(on_disk) >= {"reasons", "claimed", "cross_check", "empirical", "log"}
     md = (dp_copy / "audit.md").read_text()
     assert "**Verdict: PASS**" in md and "unit of one training window (added or removed)" in md and "threat-model.md" in md
+    link = md.split("[threat model](", 1)[1].split(")", 1)[0]  # relative to the run dir, or a file:// URI
+    target = Path(link[len("file://"):]) if link.startswith("file://") else (dp_copy / link).resolve()
+    assert target.is_file(), f"audit.md links to a missing threat model: {link}"
 
 
 def test_no_dp_run_fails(nodp_run: Path) -> None:

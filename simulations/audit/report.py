@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-THREAT_MODEL = Path(__file__).resolve().parents[1] / "docs" / "threat-model.md"
+THREAT_MODEL = Path(__file__).resolve().parents[2] / "docs" / "threat-model.md"
 HIST_BINS = 8
 HIST_WIDTH = 40
 _WORST = (": the canaries add no noise share and exactly min_train_nodes honest devices add theirs, the least "
