@@ -7,7 +7,7 @@ only parameters learned from users are the ``len(horizons)`` weights ``w``: unde
 handful of coordinates instead of an item table. With the DP popularity prior as output bias this scorer
 ranks above popularity before any round has trained (docs/results.md).
 
-``w`` is an ``nn.Linear(H, 1)`` so Opacus' per-sample gradient hooks cover it.
+``w`` is an ``nn.Linear(H, 1)`` (applied to the profiles) so Opacus' per-sample gradient hooks cover it.
 """
 
 from __future__ import annotations
@@ -43,9 +43,12 @@ class ContentScorer(nn.Module):
         return F.normalize(torch.stack(out, dim=2), dim=-1)  # (B, T, H, E); an all-padding window stays 0
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, T, I) content scores at every position."""
-        cos = torch.einsum("bthe,ie->btih", self.profiles(items), self.text)  # (B, T, I, H)
-        return self.weights(cos).squeeze(-1)  # (B, T, I)
+        """(B, T) -> (B, T, I) content scores at every position.
+
+        sum_h w_h cos(t_i, p_h) = t_i . (sum_h w_h p_h): the weights mix the profiles first, so one
+        (B*T, E) x (E, I) product scores the catalogue."""
+        mixed = self.weights(self.profiles(items).transpose(-1, -2)).squeeze(-1)  # (B, T, E, H) -> (B, T, E)
+        return mixed @ self.text.T  # (B, T, I)
 
     def last(self, items: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, I) content scores at the last position only (ranking)."""
