@@ -11,7 +11,9 @@ masked-ckks (design A, measured here, one thread): the four stages of ``shared_m
     then one device's ``decrypt_average``.  Run twice: no drop-out, and ``--dropout`` of the devices dropping
     after the share stage (their updates never arrive; their pair masks are recovered from shares).
 threshold-ckks (design B): the JSON of ``benchmarks/bench_threshold_ckks.py`` (OpenFHE, its own venv).
-secagg+: the ``secagg+`` row of a ``benchmarks/bench_secagg.py --out`` JSON (Flower's Ray simulation).
+secagg+: the ``secagg+`` row of a ``benchmarks/bench_secagg.py --out`` JSON (Flower's Ray simulation, wall
+    clock), given with ``--secagg-json`` or made by ``--run-secagg`` (runs ``bench_secagg.py --methods secagg+
+    --num-shares K --threshold T`` with this run's K and T, a few minutes on 2 cores).
 
 Columns: ``up B/param`` all bytes a device sends in the round / params; ``proj s`` devices in parallel:
 sum over stages of the slowest device's time in the stage + server time (+ one decrypt); ``1-core s``:
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,23 +49,30 @@ STAGES = ("keys", "shares", "upload", "unmask")
 
 
 class Clock:
-    """Per-device seconds and bytes per stage, server seconds."""
+    """Per-device seconds and bytes per stage, server seconds per step.  ``now``: time.process_time (CPU
+    seconds of this single-threaded process: what the wall time is on an idle core, whatever else the
+    machine runs) or time.perf_counter (wall)."""
 
-    def __init__(self, ids: list[int]) -> None:
+    def __init__(self, ids: list[int], now) -> None:
+        self.now = now
         self.dev = {s: {u: 0.0 for u in ids} for s in STAGES}
         self.sent = {u: 0 for u in ids}
-        self.server = 0.0
+        self.steps: dict[str, float] = {}
+
+    @property
+    def server(self) -> float:
+        return sum(self.steps.values())
 
     def time(self, stage: str, u: int, fn, *a, **kw):
-        t0 = time.perf_counter()
+        t0 = self.now()
         out = fn(*a, **kw)
-        self.dev[stage][u] += time.perf_counter() - t0
+        self.dev[stage][u] += self.now() - t0
         return out
 
-    def serve(self, fn, *a, **kw):
-        t0 = time.perf_counter()
+    def serve(self, step: str, fn, *a, **kw):
+        t0 = self.now()
         out = fn(*a, **kw)
-        self.server += time.perf_counter() - t0
+        self.steps[step] = self.steps.get(step, 0.0) + self.now() - t0
         return out
 
 
@@ -74,7 +84,7 @@ def masked_round(args: argparse.Namespace, ctx, pub, cfg: HEConfig, dropped: set
     weights = np.random.default_rng([args.seed, 10**6]).integers(args.min_weight, args.max_weight + 1, args.devices)
     context = f"bench/round-1/{args.seed}".encode()
     graph = sharing.neighbour_graph(ids, num_shares=args.num_shares, graph_seed=context)
-    clock = Clock(ids)
+    clock = Clock(ids, time.process_time if args.clock == "cpu" else time.perf_counter)
     devices = {u: clock.time("keys", u, MaskDevice.start, u) for u in ids}
     public = {u: d.public for u, d in devices.items()}
     for u in ids:
@@ -93,26 +103,26 @@ def masked_round(args: argparse.Namespace, ctx, pub, cfg: HEConfig, dropped: set
         mask = clock.time("upload", u, devices[u].upload_mask, {v: public[v] for v in graph[u]}, context=context,
                           n_ciphertexts=n_ct, degree=params.degree, modulus=params.modulus)
         vec = device_vector(args.seed, u, args.params, args.std)  # "training": not timed
-        t0 = time.perf_counter()
+        t0 = clock.now()
         blob = encrypt_update(ctx, vec, weight=int(weights[u]), cfg=cfg, c0_mask=mask)
-        enc[u] = time.perf_counter() - t0
+        enc[u] = clock.now() - t0
         clock.dev["upload"][u] += enc[u]
         clock.sent[u] += len(blob)
-        clock.serve(agg.add, blob)
+        clock.serve("add", agg.add, blob)
     in_sum = set(ids) - dropped
     replies = {}
     for v in sorted(in_sum):  # stage 3
         replies[v] = clock.time("unmask", v, devices[v].unmask_reply, in_sum=in_sum & graph[v],
                                 dropped=dropped & graph[v])
         clock.sent[v] += sum(len(s) + 8 for s in replies[v].values())
-    summed = clock.serve(agg.to_bytes)
-    residual = clock.serve(residual_from_shares, replies, graph=graph, keys=public, in_sum=in_sum, dropped=dropped,
+    summed = clock.serve("add", agg.to_bytes)
+    residual = clock.serve("residual", residual_from_shares, replies, graph=graph, keys=public, in_sum=in_sum, dropped=dropped,
                            threshold=args.threshold, context=context, n_ciphertexts=n_ct, degree=params.degree,
                            modulus=params.modulus)
-    summed = clock.serve(unmask_aggregate, pub, summed, residual, cfg=cfg)
-    t0 = time.perf_counter()
+    summed = clock.serve("unmask", unmask_aggregate, pub, summed, residual, cfg=cfg)
+    t0 = clock.now()
     avg, total = decrypt_average(ctx, summed, cfg=cfg)
-    dec = time.perf_counter() - t0
+    dec = clock.now() - t0
     w = weights[sorted(in_sum)].astype(np.float64)
     ref = sum(float(weights[u]) * device_vector(args.seed, u, args.params, args.std).astype(np.float64)
               for u in sorted(in_sum)) / w.sum()
@@ -123,7 +133,7 @@ def masked_round(args: argparse.Namespace, ctx, pub, cfg: HEConfig, dropped: set
     return dict(method="masked-ckks", dropped=len(dropped), devices=args.devices, params=args.params,
                 num_shares=args.num_shares, threshold=args.threshold, up_bytes=float(np.mean(sent)),
                 down_bytes=float(len(summed)), stage_max_s=stage_max, encrypt_max_s=max(enc.values()),
-                server_s=clock.server, decrypt_s=dec, proj_s=sum(stage_max.values()) + clock.server + dec,
+                server_s=clock.server, server_steps_s=clock.steps, decrypt_s=dec, clock=args.clock, proj_s=sum(stage_max.values()) + clock.server + dec,
                 round_s=device_total + clock.server + dec, rel_err=rel_err(avg, ref),
                 total_weight=float(total), ref_total_weight=float(w.sum()))
 
@@ -156,8 +166,10 @@ def print_table(rows: list[dict[str, Any]], params: int) -> None:
     for r in rows:
         if r["method"] == "masked-ckks":
             st = ", ".join(f"{s} {v:.3f}" for s, v in r["stage_max_s"].items())
-            print(f"masked-ckks, {r['dropped']} dropped: slowest device per stage: {st} s (encrypt alone "
-                  f"{r['encrypt_max_s']:.3f}); decrypt {r['decrypt_s']:.3f} s; k={r['num_shares']} t={r['threshold']}")
+            sv = ", ".join(f"{s} {v:.3f}" for s, v in r["server_steps_s"].items())
+            print(f"masked-ckks, {r['dropped']} dropped ({r['clock']} clock): slowest device per stage: {st} s "
+                  f"(encrypt alone {r['encrypt_max_s']:.3f}); server: {sv} s; decrypt {r['decrypt_s']:.3f} s; "
+                  f"k={r['num_shares']} t={r['threshold']}")
 
 
 def main() -> None:
@@ -175,6 +187,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tckks-json", type=Path, default=None, help="output of bench_threshold_ckks.py --out")
     ap.add_argument("--secagg-json", type=Path, default=None, help="output of bench_secagg.py --out (secagg+ row)")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                    help="cpu: process_time (idle-core seconds, robust to other load); wall: perf_counter")
+    ap.add_argument("--run-secagg", action="store_true", help="run bench_secagg.py's secagg+ row first")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     cfg = HEConfig()
@@ -187,6 +202,11 @@ def main() -> None:
     rows = [masked_round(args, ctx, pub, cfg, set()), masked_round(args, ctx, pub, cfg, drop)]
     if args.tckks_json:
         rows.append(tckks_row(args.tckks_json))
+    if args.run_secagg:
+        args.secagg_json = args.secagg_json or Path("runs/bench-secagg-masked.json")
+        subprocess.run([sys.executable, str(HERE / "bench_secagg.py"), "--methods", "secagg+", "--params",
+                        str(args.params), "--devices", str(args.devices), "--num-shares", str(args.num_shares),
+                        "--threshold", str(args.threshold), "--out", str(args.secagg_json)], check=True)
     if args.secagg_json:
         rows.append(secagg_row(args.secagg_json))
     print(f"params={args.params} devices={args.devices} dropout={args.dropout}")

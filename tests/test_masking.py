@@ -168,11 +168,9 @@ def test_server_with_fewer_than_t_colluders_still_sees_uniform_noise(keys):
     key_shares = [devices[c].held[u].key_share for c in colluders]
     with pytest.raises(ValueError):
         sharing.combine(key_shares, threshold=THRESHOLD)
-    try:
-        guessed = sharing.shamir.combine_shares(key_shares)
-    except ValueError:  # Flower's combine: the padding of a wrong secret does not check
-        guessed = b""
-    assert guessed != sharing.raw_private(devices[u].mask_key)
+    guessed = b"".join(sharing.Shamir.combine([(int.from_bytes(s[:2], "little"), s[2 + k:18 + k])
+                                                for s in key_shares], ssss=False) for k in (0, 16))
+    assert guessed != sharing.raw_private(devices[u].mask_key)  # t-1 points interpolate to another secret
     known = {c: masking.pair_seed(devices[c].mask_key, devices[u].mask_key.public_key(), context=CONTEXT,
                                   own_id=c, peer_id=u) for c in colluders}
     partial = masking.residual_mask(survivor_self_seeds={u: devices[u].self_seed},
@@ -184,18 +182,27 @@ def test_server_with_fewer_than_t_colluders_still_sees_uniform_noise(keys):
 
 
 def test_t_minus_one_shares_are_distributed_alike_for_any_secret():
-    rng_a, rng_b = bytes(32), bytes([255]) * 32
     def share_bytes(secret):
         out = []
         for _ in range(150):
-            key = sharing.X25519PrivateKey.from_private_bytes(secret)
-            shares = sharing.make_shares(mask_key=key, self_seed=secret, threshold=3, holders=[1, 2, 3, 4, 5])
-            out += [shares[h].key_share[4:] for h in (1, 2)]
+            shares = sharing.split_secret(secret, threshold=3, n_shares=5)
+            out += [shares[h][2:] for h in (0, 1)]
         return np.frombuffer(b"".join(out), dtype=np.uint8)
-    a, b = share_bytes(rng_a), share_bytes(rng_b)
+    a, b = share_bytes(bytes(32)), share_bytes(bytes([255]) * 32)
     assert stats.chisquare(np.bincount(a, minlength=256)).pvalue > 1e-4
     assert stats.chisquare(np.bincount(b, minlength=256)).pvalue > 1e-4
     assert stats.ks_2samp(a, b).pvalue > 1e-4
+
+
+def test_threshold_shares_recover_the_secret_from_any_subset():
+    secret = bytes(range(32))
+    shares = sharing.split_secret(secret, threshold=4, n_shares=9)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        pick = [shares[i] for i in rng.choice(9, 4, replace=False)]
+        assert sharing.combine(pick, threshold=4) == secret
+    with pytest.raises(ValueError):
+        sharing.combine(shares[:3] + shares[:1], threshold=4)  # a duplicate does not count
 
 
 def test_thirty_percent_dropped_before_upload_leaves_the_survivors_exact_sum(keys):

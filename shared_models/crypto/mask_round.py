@@ -54,7 +54,7 @@ class MaskDevice:
     @classmethod
     def start(cls, own_id: int) -> "MaskDevice":
         return cls(own_id, X25519PrivateKey.generate(), X25519PrivateKey.generate(),
-                   os.urandom(masking.SEED_BYTES))
+                   os.urandom(masking.SELF_SEED_BYTES))
 
     @property
     def public(self) -> PublicKeys:

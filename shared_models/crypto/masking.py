@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .payload import uniform_mod
 
 SEED_BYTES = 32
+SELF_SEED_BYTES = 16  # Shamir-shared: one 16-byte block
 _PAIR_LABEL = b"fedinterest/mask-pair-seed/v1\0"
 _PRG_LABEL = b"fedinterest/mask-prg/v1\0"
 
@@ -56,16 +57,17 @@ def pair_seed(private_key: X25519PrivateKey, peer_public_key: X25519PublicKey, *
 
 
 def expand_mask(seed: bytes, *, n_ciphertexts: int, degree: int, modulus: int) -> np.ndarray:
-    """Uniform polynomials mod ``modulus`` of shape (n_ciphertexts, degree), uint64, from a 32-byte seed."""
-    if len(seed) != SEED_BYTES:
-        raise ValueError(f"seed must be {SEED_BYTES} bytes")
+    """Uniform polynomials mod ``modulus`` of shape (n_ciphertexts, degree), uint64, from a pair seed
+    (32 bytes) or a self seed (16 bytes)."""
+    if len(seed) not in (SEED_BYTES, SELF_SEED_BYTES):
+        raise ValueError(f"seed must be {SEED_BYTES} or {SELF_SEED_BYTES} bytes")
     info = _PRG_LABEL + struct.pack("<QII", modulus, degree, n_ciphertexts)
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(seed)
     return uniform_mod(key, n_ciphertexts, degree, modulus)
 
 
 class _ModAccumulator:
-    """Signed sum of polynomials mod q with lazy reduction (entries < q < 2**62: 3 terms fit a uint64)."""
+    """Signed sum of polynomials mod q with lazy reduction (entries < q < 2**62; ``2**64 // q - 1`` terms)."""
 
     def __init__(self, shape: tuple[int, int], modulus: int) -> None:
         if modulus >= 2 ** 62:
@@ -82,7 +84,8 @@ class _ModAccumulator:
         if sign > 0:
             self.acc += poly
         else:
-            self.acc += self.q - poly  # poly < q: q - poly in (0, q]
+            self.acc += self.q  # then - poly (< q): no wrap, no temporary
+            self.acc -= poly
         self._terms += 1
 
     def result(self) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 Each device has, per round, two X25519 key pairs: a *channel* pair (encrypts the shares it sends to its
 neighbours) and a *mask* pair (agrees the pair seeds of ``masking.py``).  It splits two secrets among its
-neighbours with threshold ``t`` (Flower's ``flwr.common.secure_aggregation.crypto.shamir``, i.e.
-pycryptodome's Shamir over GF(2**128)): the raw mask private key and its self seed ``b_u``.  At unmasking a
+neighbours with threshold ``t`` (pycryptodome's ``Crypto.Protocol.SecretSharing.Shamir`` over GF(2**128),
+the primitive under Flower's ``secure_aggregation.crypto.shamir``, called per 16-byte chunk: Flower's
+wrapper pads a 32-byte secret to three chunks and starts a thread pool per call, 7.3 ms instead of 4.6 ms
+of CPU to combine 8 shares): the raw mask private key (two chunks) and its 16-byte self seed ``b_u``.  At unmasking a
 neighbour reveals, for each device it holds shares of, the ``b_u`` share if that device's update is in the
 sum and the mask-key share if it is not -- never both for one device, so the server never learns both the
 self mask and the pair masks of an update it holds.  Fewer than ``t`` shares carry no information about a
@@ -29,10 +31,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
-from flwr.common.secure_aggregation.crypto import shamir, symmetric_encryption
+from Crypto.Protocol.SecretSharing import Shamir
+from flwr.common.secure_aggregation.crypto import symmetric_encryption
 
 _CHANNEL_LABEL = b"fedinterest/mask-share-channel/v1\0"
 _SHARE_HEADER = struct.Struct("<QQHH")  # sender, recipient, len(key share), len(seed share)
+_CHUNK = 16  # Shamir shares 16-byte blocks; a share is index (u16) + one 16-byte share per block
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,14 +74,23 @@ def neighbour_graph(node_ids: Sequence[int], *, num_shares: int, graph_seed: byt
     return {order[p]: frozenset(order[(p + k) % n] for k in range(-half, half + 1)) for p in range(n)}
 
 
+def split_secret(secret: bytes, *, threshold: int, n_shares: int) -> list[bytes]:
+    """Shamir shares of ``secret`` (a multiple of 16 bytes): share i = index i (u16) | one share per block."""
+    if not secret or len(secret) % _CHUNK:
+        raise ValueError(f"secret of {len(secret)} bytes: need a positive multiple of {_CHUNK}")
+    if not 2 <= threshold <= n_shares:
+        raise ValueError(f"threshold {threshold} outside [2, {n_shares} shares]")
+    blocks = [Shamir.split(threshold, n_shares, secret[i:i + _CHUNK], ssss=False)
+              for i in range(0, len(secret), _CHUNK)]
+    return [struct.pack("<H", blocks[0][j][0]) + b"".join(b[j][1] for b in blocks) for j in range(n_shares)]
+
+
 def make_shares(*, mask_key: X25519PrivateKey, self_seed: bytes, threshold: int,
                 holders: Sequence[int]) -> dict[int, SharePair]:
     """Split the mask private key and the self seed, threshold ``threshold``, one share pair per holder."""
     holders = sorted(holders)
-    if not 2 <= threshold <= len(holders):
-        raise ValueError(f"threshold {threshold} outside [2, {len(holders)} holders]")
-    key_shares = shamir.create_shares(raw_private(mask_key), threshold, len(holders))
-    seed_shares = shamir.create_shares(self_seed, threshold, len(holders))
+    key_shares = split_secret(raw_private(mask_key), threshold=threshold, n_shares=len(holders))
+    seed_shares = split_secret(self_seed, threshold=threshold, n_shares=len(holders))
     return {h: SharePair(k, s) for h, k, s in zip(holders, key_shares, seed_shares)}
 
 
@@ -126,7 +139,12 @@ def reveal(held: Mapping[int, SharePair], *, in_sum: set[int], dropped: set[int]
 
 def combine(shares: Sequence[bytes], *, threshold: int) -> bytes:
     """The secret behind ``shares`` (ValueError with fewer than ``threshold`` distinct ones)."""
-    distinct = list({s[:4]: s for s in shares}.values())  # the first 4 bytes index the share
+    distinct = list({s[:2]: s for s in shares}.values())[:threshold]  # the first 2 bytes index the share
     if len(distinct) < threshold:
         raise ValueError(f"{len(distinct)} shares, threshold {threshold}")
-    return shamir.combine_shares(distinct[:threshold])
+    size = len(distinct[0]) - 2
+    if size <= 0 or size % _CHUNK or any(len(s) != size + 2 for s in distinct):
+        raise ValueError("malformed shares")
+    index = [struct.unpack_from("<H", s)[0] for s in distinct]
+    return b"".join(Shamir.combine([(i, s[2 + k:2 + k + _CHUNK]) for i, s in zip(index, distinct)], ssss=False)
+                    for k in range(0, size, _CHUNK))
