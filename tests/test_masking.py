@@ -240,10 +240,29 @@ def test_a_holder_never_reveals_both_shares_and_shares_open_only_for_their_pair(
         devices[2].receive_tokens({1: tokens[2]}, public, context=b"another round")
 
 
-def test_too_few_replies_or_a_wrong_key_are_refused(keys):
+def test_too_few_replies_are_refused(keys):
     ctx, pub = keys
     with pytest.raises(ValueError, match="threshold"):
         run_round(ctx, pub, 6, silent_at_unmask={100, 101, 102, 103, 104, 105})
+
+
+def test_shares_that_rebuild_another_key_than_the_advertised_one_are_refused():
+    ids = [1, 2, 3, 4, 5]
+    graph = sharing.neighbour_graph(ids, num_shares=5, graph_seed=CONTEXT)
+    devices = {u: MaskDevice.start(u) for u in ids}
+    public = {u: d.public for u, d in devices.items()}
+    for u in ids:
+        for v, token in devices[u].share_tokens(public, threshold=3, context=CONTEXT).items():
+            devices[v].receive_tokens({u: token}, public, context=CONTEXT)
+    in_sum, dropped = {1, 2, 3, 4}, {5}
+    replies = {v: devices[v].unmask_reply(in_sum=in_sum, dropped=dropped) for v in in_sum}
+    shape = dict(n_ciphertexts=1, degree=16, modulus=97)
+    residual_from_shares(replies, graph=graph, keys=public, in_sum=in_sum, dropped=dropped, threshold=3,
+                         context=CONTEXT, **shape)
+    forged = {**public, 5: MaskDevice.start(5).public}
+    with pytest.raises(ValueError, match="advertised"):
+        residual_from_shares(replies, graph=graph, keys=forged, in_sum=in_sum, dropped=dropped, threshold=3,
+                             context=CONTEXT, **shape)
 
 
 def test_neighbour_graph_is_symmetric_with_num_shares_each():
