@@ -1,6 +1,7 @@
 """fedinterest: shared_models.crypto -- pure crypto building blocks.
 
-No Flower / torch imports.  Flow of one round (FedAvg under CKKS, depth 0):
+No torch imports; Flower only in ``seed_sharing.py`` (its Fernet helper), which this package does not
+import.  Flow of one round (FedAvg under CKKS, depth 0):
 
 device   payload = encrypt_update(secret_ctx, flat_params, weight=n_examples, cfg=cfg)
          sig = sign_update(device_sk, round_id=r, device_id=i, payload_sha256=sha256(payload))
@@ -33,6 +34,9 @@ see HEConfig.max_scale_bits).  BatchCrypt-style packing (``pack_bits > 0``) is
 implemented and measured but loses: the lane headroom for
 max_summands*max_weight (~16 bits) leaves too few bits per lane in the <= 40
 exact bits of a CKKS slot (one 16-bit lane: 15 B/param; two lanes: 4-bit codes).
+
+Pairwise masks against a server colluding with a device (``masking.py``, ``seed_sharing.py``,
+``mask_round.py``; docs/threat-model.md section 6): not exported here, not yet used by the round protocol.
 """
 
 from .aggregate import Aggregator, EncryptedUpdate, add_aggregates, load_ciphertexts, sum_ciphertexts

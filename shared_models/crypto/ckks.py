@@ -27,6 +27,7 @@ from . import payload as wire
 from . import rlwe
 from .context import ContextParams, check_matches, context_params
 from .he_config import HEConfig
+from .masking import apply_mask
 from .packing import decode_mean, encode_slots
 from .seal_wire import plaintext_coeffs, vector_proto_from_polys
 
@@ -107,19 +108,22 @@ def _seeded_c0_reference(params: ContextParams, slots: np.ndarray, scale: float,
 
 
 def encrypt_update(ctx: ts.Context, vector: np.ndarray, *, weight: float, cfg: HEConfig,
-                   rng: np.random.Generator | None = None) -> bytes:
+                   rng: np.random.Generator | None = None, c0_mask: np.ndarray | None = None) -> bytes:
     """Encrypt ``weight * vector`` (+ the weight) into one update payload.
 
     ``vector``: flat shared parameters (|x| <= cfg.clip_range); ``weight``: number
     of training examples, ``0 < weight <= cfg.max_weight`` (an integer in packed
     mode).  Raises ``EncodingRangeError`` (a ValueError) when out of range.
-    ``rng`` only drives stochastic rounding (packed mode).
+    ``rng`` only drives stochastic rounding (packed mode).  ``c0_mask``: a pairwise
+    mask (``masking.device_mask``, shape (n_ciphertexts, N), entries < q) added to c0.
     """
     params = _device_params(ctx, cfg)
     values = np.asarray(vector).ravel()
     slots = encode_slots(values, weight, cfg, rng)
     seed = os.urandom(wire.SEED_BYTES)
     c0 = _seeded_c0(params, slots, 2.0 ** cfg.scale_bits, seed)
+    if c0_mask is not None:
+        c0 = apply_mask(c0, c0_mask, modulus=params.modulus)
     header = wire.Header(wire.KIND_UPDATE, params.fingerprint, cfg.fingerprint(), values.size,
                          c0.shape[0], 1, params.coeff_bits)
     return wire.encode(header, [c0], seed)

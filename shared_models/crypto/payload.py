@@ -124,6 +124,17 @@ def expand_seed(seed: bytes, n_ciphertexts: int, degree: int, modulus: int) -> n
     if len(seed) != SEED_BYTES:
         raise ValueError(f"seed must be {SEED_BYTES} bytes")
     key = hashlib.sha256(_PRG_LABEL + seed + struct.pack("<QI", modulus, degree)).digest()
+    return uniform_mod(key, n_ciphertexts, degree, modulus)
+
+
+def uniform_mod(key: bytes, n_ciphertexts: int, degree: int, modulus: int) -> np.ndarray:
+    """Polynomials uniform mod ``modulus``: the first ``n_ciphertexts * degree`` values ``< modulus`` among the
+    ``bitlen(modulus)``-bit-masked little-endian 64-bit words of AES-256-CTR(``key``, iv = 0).
+
+    Fast path: when no word of the first draw is rejected (probability ``(modulus / 2**P)**count``, near 1 for
+    the data primes SEAL picks just below ``2**P``) the masked words are the answer, without a copy."""
+    if len(key) != 32:
+        raise ValueError("key must be 32 bytes")
     stream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
     mask = np.uint64((1 << modulus.bit_length()) - 1)
     bound = np.uint64(modulus)
@@ -131,7 +142,13 @@ def expand_seed(seed: bytes, n_ciphertexts: int, degree: int, modulus: int) -> n
     out = np.empty(total, dtype=np.uint64)
     filled = 0
     while filled < total:
-        words = np.frombuffer(stream.update(bytes(8 * (total - filled))), dtype="<u8") & mask
+        need = total - filled
+        buf = bytearray(8 * need + 15)  # update_into wants room for one extra block
+        stream.update_into(bytes(8 * need), buf)
+        words = np.frombuffer(buf, dtype="<u8", count=need)
+        words &= mask
+        if filled == 0 and not (words >= bound).any():
+            return words.reshape(n_ciphertexts, degree)
         accepted = words[words < bound]
         out[filled:filled + accepted.size] = accepted
         filled += accepted.size
