@@ -49,6 +49,11 @@ class ModelConfig:
     content: bool = False
     content_horizons: tuple[int, ...] = (1, 5, 20, 50)
     content_weight: float = 2.0  # initial value of every horizon's weight
+    # a learned scalar on the neural logits of the fused user vector, starting at neural_gate_init: at 0 the
+    # model starts as prior + content scores and trusts the Transformer/GRU only as far as training shows
+    # they help (the auxiliary long/short losses train them meanwhile; needs kind long-short and aux_weight > 0)
+    neural_gate: bool = False
+    neural_gate_init: float = 0.0
 
 
 @dataclass

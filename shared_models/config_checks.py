@@ -39,6 +39,10 @@ def validate(cfg: "Config") -> "Config":
                                     and all(0 < h <= cfg.model.max_len for h in cfg.model.content_horizons)),
           "model.content_horizons", "a non-empty list of window lengths in [1, model.max_len]",
           list(cfg.model.content_horizons))
+    check(not cfg.model.neural_gate or cfg.model.neural_gate_init != 0
+          or (cfg.model.kind == "long-short" and cfg.model.aux_weight > 0), "model.neural_gate_init",
+          "!= 0 unless model.kind = 'long-short' with model.aux_weight > 0 (at 0 nothing else trains the encoders)",
+          cfg.model.neural_gate_init)
     check(cfg.train.lr > 0, "train.lr", "> 0", cfg.train.lr)
     check(cfg.train.batch_size > 0, "train.batch_size", "> 0", cfg.train.batch_size)
     check(cfg.train.window_stride >= 0, "train.window_stride", ">= 0", cfg.train.window_stride)

@@ -71,8 +71,8 @@ def test_content_needs_text_and_valid_horizons():
         build_config({"model": {"content": True, "content-horizons": [1, 99]}})
 
 
-def test_opacus_per_sample_gradients_cover_content_weights():
-    m, ref = _model(), _model()
+def test_opacus_per_sample_gradients_cover_content_weights_and_neural_gate():
+    m, ref = _model(neural_gate=True, neural_gate_init=0.5), _model(neural_gate=True, neural_gate_init=0.5)
     ref.load_state_dict(m.state_dict())
     GradSampleModule(m, loss_reduction="mean")
     g = torch.Generator().manual_seed(1)
@@ -84,6 +84,7 @@ def test_opacus_per_sample_gradients_cover_content_weights():
         ref.zero_grad()
         ref.calculate_loss({k: v[i:i + 1] for k, v in b.items()}).backward()
         assert torch.allclose(w.grad_sample[i], ref.content.weights.weight.grad, rtol=1e-4, atol=1e-6)
+        assert torch.allclose(m.neural_scale.weight.grad_sample[i], ref.neural_scale.weight.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_torchscript_export_keeps_content_scores():
@@ -93,3 +94,23 @@ def test_torchscript_export_keeps_content_scores():
     x = torch.randint(1, NUM_ITEMS, (1, 12))
     ref = m.full_sort_predict({"inputs": x}).scatter(1, x, torch.finfo(torch.float32).min)
     assert torch.allclose(script_module(m)(x), ref, atol=1e-5)
+
+
+def test_neural_gate_at_zero_ranks_by_prior_and_content_while_aux_heads_train_the_encoders():
+    m = _model(neural_gate=True, neural_gate_init=0.0)
+    x = torch.randint(1, NUM_ITEMS, (3, 12))
+    before = m.predict(x)
+    with torch.no_grad():
+        m.long.ln_f.weight.mul_(3.0)  # change the neural part: the fused scores must not move
+    assert torch.allclose(m.predict(x), before)
+    assert torch.allclose(before[:, 1:], m.content.last(x)[:, 1:], atol=1e-5)
+    m.calculate_loss({"inputs": x, "targets": torch.randint(1, NUM_ITEMS, (3, 12))}).backward()
+    assert m.long.ln_f.weight.grad.abs().sum() > 0  # the auxiliary heads train the encoders
+    assert m.neural_scale.weight.grad.abs().sum() > 0  # and the gate gets a gradient of its own
+    assert "neural_scale.weight" in m.shared_state()
+
+
+def test_neural_gate_needs_a_path_that_trains_the_encoders():
+    with pytest.raises(ConfigError, match="model.neural_gate_init"):
+        build_config({"model": {"kind": "long", "neural-gate": True}})
+    build_config({"model": {"kind": "long", "neural-gate": True, "neural-gate-init": 0.1}})

@@ -23,7 +23,7 @@ from shared_models.model.content import ContentScorer
 from shared_models.model.encoders import LongTermEncoder, ShortTermEncoder
 from shared_models.train.sequences import PAD
 
-SHARED_PREFIXES = ("item_emb.", "scorer.", "text_in.", "text_out.", "emb_ln.", "long.", "content.")
+SHARED_PREFIXES = ("item_emb.", "scorer.", "text_in.", "text_out.", "emb_ln.", "long.", "content.", "neural_scale.")
 PERSONAL_PREFIXES = ("short.", "gate.")
 
 
@@ -81,6 +81,11 @@ class InterestModel(nn.Module):
             self.gate = FusionGate(D)
         self.register_buffer("item_prior", None, persistent=False)  # (I,) output bias, e.g. the DP popularity prior
         self.apply(self._init)
+        self.neural_scale = None  # learned trust in the neural logits of the fused user vector (model.neural_gate)
+        if cfg.neural_gate:
+            self.neural_scale = nn.Linear(1, 1, bias=False)  # a Linear so Opacus' per-sample hooks cover it
+            with torch.no_grad():
+                self.neural_scale.weight.fill_(cfg.neural_gate_init)
         self.content = (ContentScorer(text=text, horizons=cfg.content_horizons, init_weight=cfg.content_weight)
                         if cfg.content else None)  # built after _init: its weights start at content_weight
 
@@ -125,13 +130,18 @@ class InterestModel(nn.Module):
             out["user"] = out["long"] if self.cfg.kind == "long" else out["short"]
         return out
 
-    def score(self, user: torch.Tensor, content: torch.Tensor | None = None) -> torch.Tensor:
-        """(..., D) -> (..., I) scores over the whole catalogue (+ ``content`` (..., I)); padding gets -inf-like."""
+    def score(self, user: torch.Tensor, content: torch.Tensor | None = None, *, fused: bool = True) -> torch.Tensor:
+        """(..., D) -> (..., I) scores over the whole catalogue (+ ``content`` (..., I)); padding gets -inf-like.
+
+        With ``model.neural_gate`` the neural logits of the fused user vector (``fused``) are scaled by a
+        learned scalar before the prior and content scores are added; the auxiliary long/short heads are not."""
         logits = self.scorer(user) if self.cfg.item_ids else 0.0  # (..., I)
-        if content is not None:
-            logits = logits + content  # (..., I)
         if self.text is not None:
             logits = logits + self.text_out(user) @ self.text.T  # (..., I)
+        if fused and self.neural_scale is not None:
+            logits = self.neural_scale(logits.unsqueeze(-1)).squeeze(-1)  # (..., I)
+        if content is not None:
+            logits = logits + content  # (..., I)
         if self.item_prior is not None:
             logits = logits + self.item_prior  # (..., I)
         is_pad = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
@@ -145,13 +155,14 @@ class InterestModel(nn.Module):
         content = self.content(batch["inputs"]) if self.content is not None else None  # (B, T, I)
         loss = self._ce(enc["user"], targets, content)
         if self.cfg.kind == "long-short" and self.cfg.aux_weight > 0:
-            loss = loss + self.cfg.aux_weight * (self._ce(enc["long"], targets, content)
-                                                 + self._ce(enc["short"], targets, content))
+            loss = loss + self.cfg.aux_weight * (self._ce(enc["long"], targets, content, fused=False)
+                                                 + self._ce(enc["short"], targets, content, fused=False))
         return loss
 
-    def _ce(self, user: torch.Tensor, targets: torch.Tensor, content: torch.Tensor | None) -> torch.Tensor:
+    def _ce(self, user: torch.Tensor, targets: torch.Tensor, content: torch.Tensor | None, *,
+            fused: bool = True) -> torch.Tensor:
         """Mean over samples of each sample's mean next-item CE: separable per sample, as DP-SGD needs."""
-        logits = self.score(user, content)  # (B, T, I)
+        logits = self.score(user, content, fused=fused)  # (B, T, I)
         tok = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD,
                               reduction="none").view_as(targets)  # (B, T)
         valid = (targets != PAD).sum(dim=1).clamp(min=1)  # (B,)
