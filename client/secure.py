@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared_models.crypto import (DeviceKeys, decrypt_average, encrypt_update, load_device_keys, payload_sha256,
-                                  sign_update)
+from shared_models.crypto import (DeviceKeys, decrypt_average, device_key_digest, encrypt_update, load_device_keys,
+                                  payload_sha256, sign_update)
 from shared_models.model.state import flatten, unflatten
 from shared_models.privacy.user_level import apply_noisy_sum
 
@@ -27,9 +27,16 @@ SHARED_DECRYPTIONS = 2  # decrypted global sums kept per process (this round's a
 _decrypted: "OrderedDict[str, tuple]" = OrderedDict()  # sha256(blob) -> (context, he cfg, average, total, seconds)
 
 
-@functools.lru_cache(maxsize=KEYS_CACHE)
 def device_keys(keys_dir: str, device_id: str) -> DeviceKeys:
-    """The device's keys: its signing key and the CKKS secret context, unsealed with its X25519 key."""
+    """The device's keys: its signing key and the CKKS secret context, unsealed with its X25519 key.
+
+    Loaded once per process per key set: the cache is keyed on the key files' contents (``device_key_digest``),
+    so keys replaced under the same path (a fresh run's new keys) are loaded anew, never served stale."""
+    return _load_keys(keys_dir, device_id, device_key_digest(keys_dir, device_id))
+
+
+@functools.lru_cache(maxsize=KEYS_CACHE)
+def _load_keys(keys_dir: str, device_id: str, digest: str) -> DeviceKeys:
     return load_device_keys(Path(keys_dir), device_id, n_threads=1)
 
 
