@@ -16,7 +16,7 @@ import torch
 
 from client import prior
 from client.device import TrainOutcome, TrainStep, device_evaluate, finish_round, local_step, prepare_round
-from client.secure import device_keys, encode_update, global_model
+from client.secure import device_keys, encode_update, global_model, sum_decrypts
 from client.store import DeviceStore
 from client.user_dp import user_level_decoding
 from shared_models.config import Config
@@ -159,6 +159,11 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
     else:
         reply.shared, reply.num_examples = out.shared, weight
     return reply
+
+
+def check_sum(device: DeviceContext, blob: bytes) -> bool:
+    """The device as key holder: whether an encrypted (sub-)sum the server asks about decrypts; one bit back."""
+    return sum_decrypts(blob, device_keys(device.keys_dir, device.data.device_id))
 
 
 def evaluate_round(inp: RoundInput, stage: str) -> tuple[int, int]:

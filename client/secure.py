@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared_models.crypto import (DeviceKeys, decrypt_average, device_key_digest, encrypt_update, load_device_keys,
-                                  payload_sha256, sign_update)
+from shared_models.crypto import (DecryptionError, DeviceKeys, PayloadError, decrypt_average, device_key_digest,
+                                  encrypt_update, load_device_keys, payload_sha256, sign_update)
 from shared_models.model.state import flatten, unflatten
 from shared_models.privacy.user_level import apply_noisy_sum
 
@@ -69,6 +69,16 @@ def decrypt_shared(blob: bytes, keys: DeviceKeys) -> tuple[np.ndarray, float, fl
     while len(_decrypted) > SHARED_DECRYPTIONS:
         _decrypted.popitem(last=False)
     return average, total, seconds
+
+
+def sum_decrypts(blob: bytes, keys: DeviceKeys) -> bool:
+    """A key holder's answer to the server: does this (sub-)sum decrypt to values inside the encoding's range?
+    Only the bit leaves the device, never what it decrypted."""
+    try:
+        decrypt_average(keys.context, bytes(blob), cfg=keys.he)
+    except (DecryptionError, PayloadError):
+        return False
+    return True
 
 
 def global_model(blob: bytes | None, keys: DeviceKeys, template: dict[str, np.ndarray], *, user_level: bool,

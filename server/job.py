@@ -108,6 +108,8 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     history = run_dir / "history.csv"
     pop = population(cfg)
     strategy = make_strategy(cfg, pop, keys_dir, run_identity(run_dir))
+    if isinstance(strategy, SecureAggregation):  # a transport that can ask a key holder: sums confirmed first
+        strategy.checker = getattr(transport, "check_sum", None)
     selection = ModelSelection(patience=cfg.federated.patience) if cfg.federated.keep_best else None
     done, stats = load_checkpoint(run_dir, strategy, json.loads(json.dumps(config)), selection)
     trim_history(history, done)

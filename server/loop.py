@@ -229,7 +229,12 @@ def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], strategy) -
             log.warning("round %d: update from node %d rejected: %s", r, rep.node, reason)
         else:
             accepted.append(rep)
-    if not strategy.finish(min_train_nodes=cfg.federated.min_train_nodes):
+    released = strategy.finish(min_train_nodes=cfg.federated.min_train_nodes)
+    excluded = set(getattr(strategy, "excluded", ()))  # valid-looking updates the sum's confirmation excluded
+    if excluded:
+        accepted = [a for a in accepted if a.node not in excluded]
+        rejected += len(excluded)
+    if not released:
         log.warning("round %d: %d valid updates < min_train_nodes=%d: keeping the previous model", r,
                     len(accepted), cfg.federated.min_train_nodes)
     losses = [a.metrics["train_loss"] for a in accepted if "train_loss" in a.metrics]  # none under HE
