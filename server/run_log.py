@@ -55,6 +55,8 @@ def log_record(cfg: Config, st: RoundStats, strategy) -> dict[str, Any]:
                 if r == st.round]
     return {"round": int(st.round), "sampled": int(st.sampled), "valid": int(st.valid),
             "refused": int(st.refused), "failed": int(st.failed), "rejected": rejected,
+            "contributors": list(st.contributors),  # whose updates the released aggregate holds (the audit
+            # checks that each of them charged its ledger for the round)
             "aggregate_sha256": aggregate_sha256(strategy.broadcast()),
             "noise": noise_record(cfg),
             "config_hash": config_hash(cfg.to_dict()), "code_version": code_version()}
