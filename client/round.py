@@ -81,7 +81,7 @@ def global_weights(cfg: Config, received, device: DeviceContext) -> tuple[dict[s
         return received, {}
     template = _template(cfg, device.data.num_items, device.text)
     weights, total, decrypt_s = global_model(received, device_keys(device.keys_dir, device.data.device_id), template,
-                                             **user_level_decoding(cfg))
+                                             unit_weights=unit_weights(cfg), **user_level_decoding(cfg))
     return weights, {"decrypt_s": decrypt_s, "total_weight": total}
 
 
@@ -151,7 +151,7 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
         return reply
     # under DP every device weighs the same: a FedAvg weight of min(windows, cap) would reveal the very count
     # a window-level guarantee hides (user-level deltas already carry weight 1)
-    weight = 1 if private else out.num_examples
+    weight = 1 if unit_weights(cfg) else out.num_examples
     if cfg.he.enabled:
         keys = device_keys(inp.device.keys_dir, device_id)
         reply.payload, reply.signature, reply.metrics["encrypt_s"] = encode_update(
@@ -161,9 +161,14 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
     return reply
 
 
-def check_sum(device: DeviceContext, blob: bytes) -> bool:
+def unit_weights(cfg: Config) -> bool:
+    """Under any DP mode every update weighs 1 (``make_reply``): a sum must then total one per summand."""
+    return cfg.privacy.mode != "none"
+
+
+def check_sum(device: DeviceContext, cfg: Config, blob: bytes) -> bool:
     """The device as key holder: whether an encrypted (sub-)sum the server asks about decrypts; one bit back."""
-    return sum_decrypts(blob, device_keys(device.keys_dir, device.data.device_id))
+    return sum_decrypts(blob, device_keys(device.keys_dir, device.data.device_id), unit_weights=unit_weights(cfg))
 
 
 def evaluate_round(inp: RoundInput, stage: str) -> tuple[int, int]:

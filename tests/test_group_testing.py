@@ -21,6 +21,7 @@ from shared_models.messages import TrainReply
 from tests.fed_helpers import tiny_config
 
 N_DEVICES = 20
+HEAVY_WEIGHT = 12  # within max_weight, so only the unit-weight check can tell
 N_PARAMS = 3000
 DEVICES = [f"d{i:02d}" for i in range(N_DEVICES)]
 
@@ -88,12 +89,13 @@ def _weight(node: int) -> int:
     return 1 + node % 5
 
 
-def _update(keys_dir, node: int, round_id: int, *, hostile: bool) -> TrainReply:
+def _update(keys_dir, node: int, round_id: int, *, hostile: bool, weight: int | None = None) -> TrainReply:
     values = np.full(N_PARAMS, 1e4, np.float32) if hostile else _values(node)
+    weight = _weight(node) if weight is None else weight
     with pytest.MonkeyPatch.context() as m:
         if hostile:  # a modified device: a validly signed update far outside clip_range
             m.setattr(packing, "check_values", lambda x, cfg: np.asarray(x, np.float64).ravel())
-        payload, sig, _ = encode_update({"v": values}, weight=_weight(node), keys=device_keys(keys_dir, DEVICES[node]),
+        payload, sig, _ = encode_update({"v": values}, weight=weight, keys=device_keys(keys_dir, DEVICES[node]),
                                         round_id=round_id)
     return TrainReply(node=node, device_id=DEVICES[node], round_id=round_id, payload=payload, signature=sig)
 
@@ -101,28 +103,32 @@ def _update(keys_dir, node: int, round_id: int, *, hostile: bool) -> TrainReply:
 class KeyHolderTransport:
     """Twenty devices; ``hostile`` nodes send out-of-range updates; any node answers sum checks honestly."""
 
-    def __init__(self, keys_dir, hostile: set[int]) -> None:
+    def __init__(self, keys_dir, hostile: set[int], *, unit_weights: bool = False, heavy: int | None = None) -> None:
+        """``unit_weights``: every honest update weighs 1 (DP) and the key holder checks that; ``heavy``: the
+        node of a device that encrypts honest values but claims weight ``HEAVY_WEIGHT``."""
         self.keys_dir, self.hostile, self.asked = keys_dir, hostile, []
+        self.unit_weights, self.heavy = unit_weights, heavy
 
     def node_ids(self):
         return list(range(N_DEVICES))
 
     def train(self, round_id, nodes, received):
-        return [_update(self.keys_dir, n, round_id, hostile=n in self.hostile) for n in nodes]
+        return [_update(self.keys_dir, n, round_id, hostile=n in self.hostile,
+                        weight=HEAVY_WEIGHT if n == self.heavy else 1 if self.unit_weights else None) for n in nodes]
 
     def evaluate(self, round_id, nodes, received, stage):
         return {}
 
     def check_sum(self, node: int, blob: bytes) -> bool:
         self.asked.append(node)
-        return sum_decrypts(blob, device_keys(self.keys_dir, DEVICES[node]))
+        return sum_decrypts(blob, device_keys(self.keys_dir, DEVICES[node]), unit_weights=self.unit_weights)
 
 
-def _run(tmp_path, keys_dir, hostile: set[int], *, min_train_nodes: int = 2):
+def _run(tmp_path, keys_dir, hostile: set[int], *, min_train_nodes: int = 2, **transport):
     cfg = tiny_config(tmp_path / "unused.csv", federated={
         "num-server-rounds": 1, "clients-per-round": N_DEVICES, "min-train-nodes": min_train_nodes, "eval-every": 0})
     server = SecureAggregation(load_server_keys(keys_dir), n_params=N_PARAMS)
-    transport = KeyHolderTransport(keys_dir, hostile)
+    transport = KeyHolderTransport(keys_dir, hostile, **transport)
     server.checker = transport.check_sum
     stats = run_rounds(cfg, transport, server)
     return cfg, server, transport, stats
@@ -173,3 +179,18 @@ def test_a_failing_key_holder_counts_as_invalid_and_nothing_unchecked_is_release
     stats = run_rounds(cfg, transport, server)
     assert stats[0].valid == 0 and server.latest is None and server.sum_checks > 1
     assert "previous sum kept" in server.rejected[-1][2]
+
+
+def test_under_dp_a_device_claiming_more_weight_is_found_and_excluded(tmp_path, keys_dir):
+    _, server, transport, stats = _run(tmp_path, keys_dir, set(), unit_weights=True, heavy=11)
+    assert server.excluded == [11] and stats[0].valid == N_DEVICES - 1
+    weights, total, _ = global_model(server.latest, device_keys(keys_dir, DEVICES[0]), {"v": np.zeros(N_PARAMS)},
+                                     user_level=False, unit_weights=True)
+    assert total == pytest.approx(N_DEVICES - 1, abs=1e-3)
+    honest = [n for n in range(N_DEVICES) if n != 11]
+    np.testing.assert_allclose(weights["v"], np.mean([_values(n) for n in honest], axis=0), atol=1e-5)
+
+
+def test_without_the_unit_weight_check_a_heavier_update_goes_unnoticed(tmp_path, keys_dir):
+    _, server, _, stats = _run(tmp_path, keys_dir, set(), heavy=11)  # in range: it decrypts, 12x the say
+    assert server.excluded == [] and stats[0].valid == N_DEVICES and server.sum_checks == 1
