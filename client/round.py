@@ -166,9 +166,10 @@ def unit_weights(cfg: Config) -> bool:
     return cfg.privacy.mode != "none"
 
 
-def check_sum(device: DeviceContext, cfg: Config, blob: bytes) -> bool:
-    """The device as key holder: whether an encrypted (sub-)sum the server asks about decrypts; one bit back."""
-    return sum_decrypts(blob, device_keys(device.keys_dir, device.data.device_id), unit_weights=unit_weights(cfg))
+def check_sum(cfg: Config, keys_dir: str, device_id: str, blob: bytes) -> bool:
+    """The device as key holder: whether an encrypted (sub-)sum the server asks about decrypts; one bit back.
+    Nothing is kept: a sub-sum is not the global model."""
+    return sum_decrypts(blob, device_keys(keys_dir, device_id), unit_weights=unit_weights(cfg))
 
 
 def evaluate_round(inp: RoundInput, stage: str) -> tuple[int, int]:

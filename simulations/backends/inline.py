@@ -49,7 +49,7 @@ class InlineTransport:
 
     def check_sum(self, node: int, blob: bytes) -> bool:
         """Ask the device on ``node`` (a key holder) whether an encrypted sum decrypts."""
-        return check_sum(self.device(node), self.cfg, blob)
+        return check_sum(self.cfg, self.keys_dir, self.pop.devices[node].device_id, blob)
 
     def evaluate(self, round_id: int, nodes: list[int], received, stage: str) -> dict[int, tuple[int, int]]:
         ranks = {}
