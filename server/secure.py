@@ -34,6 +34,10 @@ from shared_models.crypto import (Aggregator, PayloadError, ServerKeys, add_aggr
 
 SumChecker = Callable[[int, bytes], bool]  # (key holder's node, aggregate) -> does it decrypt on that device
 
+
+class NoAnswer(RuntimeError):
+    """The key holder did not answer a sum check (unreachable, failed, malformed answer)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -148,25 +152,37 @@ class SecureAggregation:
             self.sum_checks += 1
             try:
                 return bool(self.checker(holder, blob))
-            except Exception as exc:  # a failing key holder answers "invalid": nothing unchecked is released
-                log.warning("round %d: key holder on node %d could not check a sum: %s", rnd.round_id, holder, exc)
-                return False
+            except Exception as exc:
+                raise NoAnswer(str(exc)[:200]) from exc
 
-        t0, asked = time.perf_counter(), self.sum_checks
-        if check(rnd.aggregator.to_bytes()):
+        t0 = time.perf_counter()
+        try:
+            return self._search(rnd, min_train_nodes, holder, check)
+        except NoAnswer as exc:  # nothing unchecked is released, nobody is excluded on a missing answer
+            log.error("round %d: the key holder on node %d did not answer a sum check (%s): keeping the previous "
+                      "sum", rnd.round_id, holder, exc)
+            self.excluded = []
+            self.rejected.append((rnd.round_id, -1, f"the key holder on node {holder} did not answer a sum check "
+                                  f"({exc}): previous sum kept"))
+            return False
+        finally:
             rnd.aggregate_s += time.perf_counter() - t0
+
+    def _search(self, rnd: SecureRound, min_train_nodes: int, holder: int, check: Callable[[bytes], bool]) -> bool:
+        asked = self.sum_checks
+        if check(rnd.aggregator.to_bytes()):
             return True
         updates = list(rnd.updates)
         search = find_defective(len(updates), lambda group: check(self._subsum([updates[i] for i in group])))
         bad = set(search.defective)
         rest = [u for i, u in enumerate(updates) if i not in bad]
-        self.excluded = [updates[i][0] for i in sorted(bad)]
+        released = len(rest) >= min_train_nodes and bool(bad) and check(self._subsum(rest))
+        self.excluded = [updates[i][0] for i in sorted(bad)]  # recorded once every question was answered
         note = (f"its sum did not decrypt on the key holder (node {holder}): excluded after group testing over "
                 f"sub-sums ({search.queries} questions for {len(updates)} updates)")
         for node in self.excluded:
             rnd.rejected.append((node, note))
             self.rejected.append((rnd.round_id, node, note))
-        released = len(rest) >= min_train_nodes and bool(bad) and check(self._subsum(rest))
         if released:
             rnd.aggregator = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he,
                                         expected_params=self.n_params)
@@ -179,7 +195,6 @@ class SecureAggregation:
             self.rejected.append((rnd.round_id, -1, f"the round's sum did not decrypt and {why}: previous sum kept"))
         log.warning("round %d: sum did not decrypt; excluded the updates of nodes %s after %d questions",
                     rnd.round_id, self.excluded, self.sum_checks - asked)
-        rnd.aggregate_s += time.perf_counter() - t0
         return released
 
     # -- checks ---------------------------------------------------------------------------------------

@@ -170,15 +170,16 @@ def test_too_few_left_after_exclusion_keeps_the_previous_sum(tmp_path, keys_dir)
     assert "previous sum kept" in server.rejected[-1][2] and server.rejected[-1][1] == -1
 
 
-def test_a_failing_key_holder_counts_as_invalid_and_nothing_unchecked_is_released(tmp_path, keys_dir):
+def test_a_key_holder_that_does_not_answer_releases_nothing_and_excludes_nobody(tmp_path, keys_dir):
     cfg = tiny_config(tmp_path / "unused.csv", federated={"num-server-rounds": 1, "clients-per-round": 4,
                                                           "min-train-nodes": 1, "eval-every": 0})
     server = SecureAggregation(load_server_keys(keys_dir), n_params=N_PARAMS)
     transport = KeyHolderTransport(keys_dir, set())
     server.checker = lambda node, blob: (_ for _ in ()).throw(OSError("device offline"))
     stats = run_rounds(cfg, transport, server)
-    assert stats[0].valid == 0 and server.latest is None and server.sum_checks > 1
-    assert "previous sum kept" in server.rejected[-1][2]
+    assert stats[0].valid == 4 and stats[0].rejected == 0 and server.excluded == []
+    assert server.latest is None and server.sum_checks == 1  # no search on an unanswered question
+    assert "did not answer a sum check (device offline)" in server.rejected[-1][2]
 
 
 def test_under_dp_a_device_claiming_more_weight_is_found_and_excluded(tmp_path, keys_dir):
@@ -194,3 +195,21 @@ def test_under_dp_a_device_claiming_more_weight_is_found_and_excluded(tmp_path, 
 def test_without_the_unit_weight_check_a_heavier_update_goes_unnoticed(tmp_path, keys_dir):
     _, server, _, stats = _run(tmp_path, keys_dir, set(), heavy=11)  # in range: it decrypts, 12x the say
     assert server.excluded == [] and stats[0].valid == N_DEVICES and server.sum_checks == 1
+
+
+@pytest.mark.parametrize("answers", [3, 7])  # gone in the middle of the search / at the remainder's question
+def test_a_key_holder_lost_mid_search_leaves_no_half_recorded_exclusion(tmp_path, keys_dir, answers):
+    cfg = tiny_config(tmp_path / "unused.csv", federated={"num-server-rounds": 1, "clients-per-round": N_DEVICES,
+                                                          "min-train-nodes": 2, "eval-every": 0})
+    server = SecureAggregation(load_server_keys(keys_dir), n_params=N_PARAMS)
+    transport = KeyHolderTransport(keys_dir, {19})  # 1 confirming question, 6 to find it, the 8th about the rest
+
+    def flaky(node, blob):
+        if len(transport.asked) >= answers:
+            raise TimeoutError("no answer")
+        return transport.check_sum(node, blob)
+    server.checker = flaky
+    stats = run_rounds(cfg, transport, server)
+    assert server.excluded == [] and server.latest is None and stats[0].rejected == 0
+    assert [why for _, node, why in server.rejected if node != -1] == []
+    assert "did not answer a sum check (no answer)" in server.rejected[-1][2]
