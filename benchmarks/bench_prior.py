@@ -3,7 +3,7 @@
     python benchmarks/bench_prior.py RUN_DIR
 
 Reads RUN_DIR/config.json and RUN_DIR/server/prior_sum.{ckks,npy}; under HE a device's key set
-(RUN_DIR/keys) decrypts the sum, as every device does. Prints the test metrics (history masked) beside
+(RUN_DIR.keys, or he.keys_dir) decrypts the sum, as every device does. Prints the test metrics (history masked) beside
 popularity on the same devices, and the prior's ε alone.
 """
 
@@ -21,6 +21,7 @@ from client.prior import decode  # noqa: E402
 from server.prior import saved_prior  # noqa: E402
 from shared_models.config import build_config  # noqa: E402
 from shared_models.datasets.population import population  # noqa: E402
+from shared_models.paths import run_keys_dir  # noqa: E402
 from shared_models.privacy import epsilon_from_history  # noqa: E402
 from shared_models.train.metrics import summarize  # noqa: E402
 from simulations.report.baselines import popularity_metrics  # noqa: E402
@@ -32,7 +33,7 @@ def prior_ranks(run_dir: Path) -> tuple[np.ndarray, dict]:
     if released is None:
         raise SystemExit(f"{run_dir}: no released popularity prior (server/prior_sum.*)")
     pop = population(cfg)
-    prior = decode(released, keys_dir=str(run_dir / "keys"), device_id=pop.devices[0].device_id).astype(np.float64)
+    prior = decode(released, keys_dir=str(run_keys_dir(run_dir, cfg.he.keys_dir)), device_id=pop.devices[0].device_id).astype(np.float64)
     ranks = []
     for d in pop.devices:  # the target among unseen items; ties count against it
         scores = prior.copy()

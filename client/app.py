@@ -14,12 +14,12 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from client.round import DeviceContext, RoundInput, evaluate_round, train_round
+from client.round import DeviceContext, RoundInput, check_sum, evaluate_round, train_round
 from client.runtime import DeviceState, deployed_device
 from client.store import DeviceStore
 from shared_models.datasets.population import population
-from shared_models.messages import (Instruction, decode_instruction, encode_identity, encode_rank,
-                                    encode_train_reply)
+from shared_models.messages import (STAGE_CHECK_SUM, Instruction, decode_instruction, encode_identity, encode_rank,
+                                    encode_sum_check, encode_train_reply)
 from shared_models.paths import device_state_dir
 
 DEVICE_THREADS = 1
@@ -54,12 +54,20 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 @app.query()
-def identify(msg: Message, context: Context) -> Message:
-    """Who this node is (its device id), so the server can map nodes to devices the same way on every launch
-    (Flower's node ids change with every simulation launch)."""
+def query(msg: Message, context: Context) -> Message:
+    """The server's questions: who this node is (its device id, so the server maps nodes to devices the same
+    way on every launch; Flower's node ids change with every simulation launch), or, as a key holder, whether
+    the encrypted sum the message carries decrypts (``STAGE_CHECK_SUM``: one bit back, nothing kept)."""
+    return Message(answer_query(decode_instruction(msg), context), reply_to=msg)
+
+
+def answer_query(ins: Instruction, context: Context):
     if STATE_DIR in context.node_config:
-        device_id = DeviceState(str(context.node_config[STATE_DIR])).user_id
+        state = DeviceState(str(context.node_config[STATE_DIR]))
+        device_id, keys_dir = state.user_id, str(state.keys_dir)
     else:
-        ins = decode_instruction(msg)
         device_id = population(ins.cfg).devices[int(context.node_config["partition-id"])].device_id
-    return Message(encode_identity(device_id), reply_to=msg)
+        keys_dir = ins.keys_dir
+    if ins.stage == STAGE_CHECK_SUM:
+        return encode_sum_check(check_sum(ins.cfg, keys_dir, device_id, bytes(ins.received or b"")))
+    return encode_identity(device_id)

@@ -16,7 +16,7 @@ import torch
 
 from client import prior
 from client.device import TrainOutcome, TrainStep, device_evaluate, finish_round, local_step, prepare_round
-from client.secure import device_keys, encode_update, global_model
+from client.secure import device_keys, encode_update, global_model, sum_decrypts
 from client.store import DeviceStore
 from client.user_dp import user_level_decoding
 from shared_models.config import Config
@@ -81,7 +81,7 @@ def global_weights(cfg: Config, received, device: DeviceContext) -> tuple[dict[s
         return received, {}
     template = _template(cfg, device.data.num_items, device.text)
     weights, total, decrypt_s = global_model(received, device_keys(device.keys_dir, device.data.device_id), template,
-                                             **user_level_decoding(cfg))
+                                             unit_weights=unit_weights(cfg), **user_level_decoding(cfg))
     return weights, {"decrypt_s": decrypt_s, "total_weight": total}
 
 
@@ -151,7 +151,7 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
         return reply
     # under DP every device weighs the same: a FedAvg weight of min(windows, cap) would reveal the very count
     # a window-level guarantee hides (user-level deltas already carry weight 1)
-    weight = 1 if private else out.num_examples
+    weight = 1 if unit_weights(cfg) else out.num_examples
     if cfg.he.enabled:
         keys = device_keys(inp.device.keys_dir, device_id)
         reply.payload, reply.signature, reply.metrics["encrypt_s"] = encode_update(
@@ -159,6 +159,17 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
     else:
         reply.shared, reply.num_examples = out.shared, weight
     return reply
+
+
+def unit_weights(cfg: Config) -> bool:
+    """Under any DP mode every update weighs 1 (``make_reply``): a sum must then total one per summand."""
+    return cfg.privacy.mode != "none"
+
+
+def check_sum(cfg: Config, keys_dir: str, device_id: str, blob: bytes) -> bool:
+    """The device as key holder: whether an encrypted (sub-)sum the server asks about decrypts; one bit back.
+    Nothing is kept: a sub-sum is not the global model."""
+    return sum_decrypts(blob, device_keys(keys_dir, device_id), unit_weights=unit_weights(cfg))
 
 
 def evaluate_round(inp: RoundInput, stage: str) -> tuple[int, int]:

@@ -69,7 +69,8 @@ def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: di
     else:
         if strategy.latest is not None:
             atomic_write_bytes(d / "global.ckks", strategy.latest)
-        extra = {"node_of": strategy.node_of, "rejected": strategy.rejected, "has_sum": strategy.latest is not None}
+        extra = {"node_of": strategy.node_of, "rejected": strategy.rejected, "has_sum": strategy.latest is not None,
+                 "sum_checks": strategy.sum_checks}
     state = {"round": stats[-1].round if stats else 0, "stats": [dataclasses.asdict(s) for s in stats],
              "config": config, "server": extra}
     best = None
@@ -113,6 +114,7 @@ def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any],
         strategy.latest = (_dir(run_dir) / "global.ckks").read_bytes() if server["has_sum"] else None
         strategy.node_of = {k: int(v) for k, v in server["node_of"].items()}
         strategy.rejected = [tuple(r) for r in server["rejected"]]
+        strategy.sum_checks = int(server.get("sum_checks", 0))
     if selection is not None and "selection" in state:
         selection.load_json(state["selection"], _load_best(_dir(run_dir), state["selection"]))
     return int(state["round"]), [RoundStats(**s) for s in state["stats"]]

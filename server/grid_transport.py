@@ -10,8 +10,8 @@ import numpy as np
 from flwr.app import Message, MessageType
 
 from shared_models.config import Config
-from shared_models.messages import (TrainReply, config_to_json, decode_identity, decode_rank, decode_train_reply,
-                                    instruction_builder)
+from shared_models.messages import (STAGE_CHECK_SUM, TrainReply, config_to_json, decode_identity, decode_rank,
+                                    decode_sum_check, decode_train_reply, instruction_builder)
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # waiting for nodes to register
@@ -140,6 +140,19 @@ class GridTransport:
             else:
                 out.append(decode_train_reply(n, msg))
         return out
+
+    def check_sum(self, node: int, blob: bytes) -> bool:
+        """Ask the device on ``node`` (a key holder) whether an encrypted sum decrypts (a QUERY message);
+        RuntimeError when it does not answer, or answers with an error or a malformed reply."""
+        msg = self._send([node], self._content_fn(0, blob, STAGE_CHECK_SUM), MessageType.QUERY).get(node)
+        if msg is None:
+            raise RuntimeError(f"node {node} did not answer the sum check (dropped or timed out)")
+        if msg.has_error():
+            raise RuntimeError(f"node {node} failed the sum check: code {msg.error.code}: {_short(msg.error.reason)}")
+        try:
+            return decode_sum_check(msg)
+        except Exception as exc:
+            raise RuntimeError(f"node {node}: malformed sum-check answer: {_short(str(exc))}") from None
 
     def evaluate(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray],
                  stage: str) -> dict[int, tuple[int, int]]:

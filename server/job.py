@@ -31,6 +31,7 @@ from shared_models.config import Config
 from shared_models.crypto import init_keys, load_server_keys
 from shared_models.datasets.population import Population, population
 from shared_models.model.state import initial_shared
+from shared_models.paths import mark_keys_dir, run_keys_dir
 from shared_models.tracking import TRACKING_DIR, open_tracker, run_finals
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,16 @@ SERVER_THREADS = 1  # the server's own torch work; a simulated device is one CPU
 
 
 def prepare_keys(cfg: Config, pop: Population, run_dir: Path) -> str:
-    """HE on: the harness plays the key authority and makes keys once per run (unless ``he.keys_dir``)."""
+    """HE on: the harness plays the key authority and makes keys once per run, in ``RUN_DIR.keys`` beside the
+    run directory (``shared_models.paths.run_keys_dir``), unless ``he.keys_dir`` names keys made beforehand."""
     if not cfg.he.enabled:
         return ""
-    keys_dir = Path(cfg.he.keys_dir) if cfg.he.keys_dir else run_dir / "keys"
+    keys_dir = run_keys_dir(run_dir, cfg.he.keys_dir)
     if cfg.he.keys_dir and not (keys_dir / "manifest.json").exists():
         raise FileNotFoundError(f"he.keys_dir {keys_dir}: no manifest.json there; make the keys first with "
                                 "`fedinterest keys init` (fresh keys would not match the devices' keys)")
     if not (keys_dir / "manifest.json").exists():
+        mark_keys_dir(keys_dir)
         init_keys(keys_dir, device_ids=[d.device_id for d in pop.devices], he=cfg.he.to_he_config())
         log.info("key authority: CKKS + Ed25519 + sealed secrets for %d devices in %s", len(pop.devices), keys_dir)
     return str(keys_dir)
@@ -108,13 +111,16 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     history = run_dir / "history.csv"
     pop = population(cfg)
     strategy = make_strategy(cfg, pop, keys_dir, run_identity(run_dir))
+    if isinstance(strategy, SecureAggregation):  # a transport that can ask a key holder: sums confirmed first
+        strategy.checker = getattr(transport, "check_sum", None)
     selection = ModelSelection(patience=cfg.federated.patience) if cfg.federated.keep_best else None
     done, stats = load_checkpoint(run_dir, strategy, json.loads(json.dumps(config)), selection)
     trim_history(history, done)
     if done:
         log.info("resuming after round %d (checkpoint in %s)", done, run_dir / "checkpoint")
 
-    round_log = open_round_log(run_dir, server_signing_key(run_dir, keys_dir), last_round=done)
+    round_log = open_round_log(run_dir, server_signing_key(run_keys_dir(run_dir, keys_dir or cfg.he.keys_dir)),
+                               last_round=done)
     accountant = UserAccountant(cfg, run_dir, len(pop.devices)) if cfg.privacy.user_level else None
     if accountant is not None:
         check_population(len(transport.node_ids()), len(pop.devices))

@@ -107,6 +107,7 @@ class RoundStats:
     metrics: dict[str, float] = field(default_factory=dict)
     timings: dict[str, list[float]] = field(default_factory=dict)  # per accepted update: encrypt_s, bytes, ...
     aggregate_s: float = 0.0
+    contributors: list[str] = field(default_factory=list)  # device ids of the updates the aggregate holds
 
 
 def sample_nodes(nodes: list[int], cfg: Config, rng: np.random.Generator) -> list[int]:
@@ -229,7 +230,12 @@ def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], strategy) -
             log.warning("round %d: update from node %d rejected: %s", r, rep.node, reason)
         else:
             accepted.append(rep)
-    if not strategy.finish(min_train_nodes=cfg.federated.min_train_nodes):
+    released = strategy.finish(min_train_nodes=cfg.federated.min_train_nodes)
+    excluded = set(getattr(strategy, "excluded", ()))  # valid-looking updates the sum's confirmation excluded
+    if excluded:
+        accepted = [a for a in accepted if a.node not in excluded]
+        rejected += len(excluded)
+    if not released:
         log.warning("round %d: %d valid updates < min_train_nodes=%d: keeping the previous model", r,
                     len(accepted), cfg.federated.min_train_nodes)
     losses = [a.metrics["train_loss"] for a in accepted if "train_loss" in a.metrics]  # none under HE
@@ -238,7 +244,8 @@ def _aggregate_round(cfg: Config, r: int, replies: list[TrainReply], strategy) -
     st = RoundStats(round=r, sampled=len(replies), valid=len(accepted), refused=refused, failed=failed,
                     rejected=rejected, loss=float(np.nanmean(losses)) if losses else math.nan,
                     epsilon_max=0.0, epsilon_mean=0.0, wall_s=0.0, timings=timings,
-                    aggregate_s=getattr(strategy, "round_aggregate_s", 0.0))
+                    aggregate_s=getattr(strategy, "round_aggregate_s", 0.0),
+                    contributors=sorted(str(a.device_id) for a in accepted if a.device_id) if released else [])
     return st
 
 

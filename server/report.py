@@ -140,6 +140,7 @@ def he_summary(cfg: Config, stats: list[RoundStats], strategy) -> dict[str, Any]
             "encrypt_s": mean("encrypt_s"), "decrypt_s": mean("decrypt_s"),
             "aggregate_s": float(np.mean([s.aggregate_s for s in stats])) if stats else 0.0,
             "rejected_updates": int(sum(s.rejected for s in stats)),
+            "sum_checks": int(getattr(strategy, "sum_checks", 0)),  # questions to key holders (confirm + search)
             "rejections": [{"round": r, "node": n, "reason": why} for r, n, why in getattr(strategy, "rejected", [])]}
 
 

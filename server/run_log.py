@@ -1,8 +1,9 @@
 """Wiring of the server's signed round log into a run (``RUN_DIR/round_log.jsonl``).
 
-With HE the server's Ed25519 key comes from the key authority (``keys/server/``); without HE the harness
-makes one for the run in ``RUN_DIR/keys/server/`` so every run's log can be verified by ``fedinterest audit
---verify-log`` with ``keys/server/signing_ed25519.pub.pem``.
+The server's Ed25519 key lives in the run's keys directory (``shared_models.paths.run_keys_dir``: ``he.keys_dir``,
+else ``RUN_DIR.keys`` beside the run directory, never inside it): with HE it comes from the key authority
+(``server/``), without HE the harness makes one there, so every run's log can be verified by ``fedinterest
+audit`` with ``server/signing_ed25519.pub.pem`` of that directory.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from server.loop import RoundStats
 from server.round_log import RoundLog, aggregate_sha256, code_version, config_hash
 from shared_models.atomic_io import atomic_write_bytes
 from shared_models.config import Config
+from shared_models.paths import mark_keys_dir
 from shared_models.crypto import generate_signing_key, load_private_key, save_private_key, save_public_key
 
 LOG_NAME = "round_log.jsonl"
@@ -24,10 +26,12 @@ SERVER_KEY = Path("server") / "signing_ed25519.pem"
 SERVER_PUB = Path("server") / "signing_ed25519.pub.pem"
 
 
-def server_signing_key(run_dir: Path, keys_dir: str) -> Ed25519PrivateKey:
-    root = Path(keys_dir) if keys_dir else run_dir / "keys"
+def server_signing_key(root: Path) -> Ed25519PrivateKey:
+    """The server's signing key in the keys directory ``root``; made (and the directory marked) when absent."""
     if not (root / SERVER_KEY).is_file():
         key = generate_signing_key()
+        if not root.exists():
+            mark_keys_dir(root)
         (root / "server").mkdir(parents=True, exist_ok=True)
         save_private_key(key, root / SERVER_KEY)
         save_public_key(key.public_key(), root / SERVER_PUB)
@@ -51,6 +55,8 @@ def log_record(cfg: Config, st: RoundStats, strategy) -> dict[str, Any]:
                 if r == st.round]
     return {"round": int(st.round), "sampled": int(st.sampled), "valid": int(st.valid),
             "refused": int(st.refused), "failed": int(st.failed), "rejected": rejected,
+            "contributors": list(st.contributors),  # whose updates the released aggregate holds (the audit
+            # checks that each of them charged its ledger for the round)
             "aggregate_sha256": aggregate_sha256(strategy.broadcast()),
             "noise": noise_record(cfg),
             "config_hash": config_hash(cfg.to_dict()), "code_version": code_version()}

@@ -3,26 +3,40 @@
 The server holds the PUBLIC CKKS context (no secret key), its own signing key and the devices' Ed25519
 verify keys. Per update it checks, in order: the device is registered; the node was sampled this round and
 is the node this device has always spoken from; the round id is the current one (no replay); no second
-update from the device this round; the signature over (run id, round, device, SHA-256(payload)), so an update made for another run with the
-same keys fails; the payload parses
-under the server context with the number of ciphertexts and parameters of the server's own model template
-(never taken from another update). Anything else is rejected with a logged
-reason and the round carries on. A round with fewer than ``min_train_nodes`` valid updates keeps the
-previous aggregate; when in such a round at least ``min_train_nodes`` sampled devices report that the sum they
-received does not decrypt (an update outside the encoding's range made it undecodable), the server goes back
-to the sum before it (one step, FedAvg only: a user-level running sum is kept as charged; it cannot tell
-which update was bad: no group testing).
+update from the device this round; the signature over (run id, round, device, SHA-256(payload)), so an update
+made for another run with the same keys fails; the payload parses under the server context with the number
+of ciphertexts and parameters of the server's own model template (never taken from another update).
+Anything else is rejected with a logged reason and the round carries on.
+
+A signed, well-formed update can still carry values outside the encoding's range, which makes the sum
+undecodable. When the transport lets the server ask a key holder (a device) whether a sum decrypts
+(``checker``), the round's sum is confirmed before it is released: if it does not decrypt, the server keeps
+the round's individual updates, searches them by group testing over sub-sums (``server/group_testing.py``,
+at most ``2 k ceil(log2 n)`` more questions for k bad updates among n), excludes the bad ones (logged as
+rejections of the round), confirms the sum of the rest and releases it, or keeps the previous sum when fewer
+than ``min_train_nodes`` remain or the rest still does not decrypt. Without a checker, a round with fewer than
+``min_train_nodes`` valid updates in which at least ``min_train_nodes`` sampled devices report that the sum
+they received does not decrypt goes back to the sum before it (one step, FedAvg only: a user-level running
+sum is kept as charged).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from shared_models.messages import UNDECODABLE, TrainReply
+from server.group_testing import find_defective
 from shared_models.crypto import (Aggregator, PayloadError, ServerKeys, add_aggregates, payload_sha256,
                                   verify_update)
+
+SumChecker = Callable[[int, bytes], bool]  # (key holder's node, aggregate) -> does it decrypt on that device
+
+
+class NoAnswer(RuntimeError):
+    """The key holder did not answer a sum check (unreachable, failed, malformed answer)."""
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +50,8 @@ class SecureRound:
     aggregator: Aggregator
     seen_devices: set[str] = field(default_factory=set)
     undecodable: set[int] = field(default_factory=set)  # sampled nodes that could not decrypt the broadcast sum
+    updates: list[tuple[int, bytes]] = field(default_factory=list)  # (node, payload) of each valid update, kept
+    # until the round's sum is confirmed
     rejected: list[tuple[int, str]] = field(default_factory=list)
     aggregate_s: float = 0.0
 
@@ -58,6 +74,9 @@ class SecureAggregation:
         self.aggregate_s = 0.0
         self.round_aggregate_s = 0.0
         self.rejected: list[tuple[int, int, str]] = []  # (round, node, reason)
+        self.checker: SumChecker | None = None  # asks a key holder whether a sum decrypts (the transport's)
+        self.sum_checks = 0  # questions asked of key holders over the run
+        self.excluded: list[int] = []  # nodes whose valid-looking update the last round excluded
 
     # -- the strategy interface used by server.loop.run_rounds --------------------------------------
     def broadcast(self) -> bytes | None:
@@ -67,6 +86,7 @@ class SecureAggregation:
         agg = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he,
                          expected_params=self.n_params)
         self.round = SecureRound(round_id, set(sampled), agg)
+        self.excluded = []
         return self.round
 
     def offer(self, rep: TrainReply) -> str:
@@ -90,6 +110,8 @@ class SecureAggregation:
         rnd = self.round
         assert rnd is not None, "begin() first"
         ok = rnd.aggregator.n_summands >= min_train_nodes
+        if ok and self.checker is not None:
+            ok = self._confirm(rnd, min_train_nodes)
         if not ok and self._can_revert and not self.accumulate and len(rnd.undecodable) >= min_train_nodes:
             log.error("round %d: %d devices cannot decrypt the global sum and no valid update arrived: going back "
                       "to the sum before it", rnd.round_id, len(rnd.undecodable))
@@ -112,6 +134,68 @@ class SecureAggregation:
         self.aggregate_s += rnd.aggregate_s
         self.round_aggregate_s = rnd.aggregate_s
         return ok
+
+    # -- confirming a sum before release ---------------------------------------------------------------
+    def _subsum(self, updates: Sequence[tuple[int, bytes]]) -> bytes:
+        agg = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he,
+                         expected_params=self.n_params)
+        for _, payload in updates:
+            agg.add(payload)
+        return agg.to_bytes()
+
+    def _confirm(self, rnd: SecureRound, min_train_nodes: int) -> bool:
+        """Ask a key holder whether the round's sum decrypts; if not, find and exclude the updates that break
+        it (group testing over sub-sums) and sum the rest. True when ``rnd.aggregator`` holds a sum to release."""
+        holder = min(node for node, _ in rnd.updates)  # a device of this round: it holds the key
+
+        def check(blob: bytes) -> bool:
+            self.sum_checks += 1
+            try:
+                return bool(self.checker(holder, blob))
+            except Exception as exc:
+                raise NoAnswer(str(exc)[:200]) from exc
+
+        t0 = time.perf_counter()
+        try:
+            return self._search(rnd, min_train_nodes, holder, check)
+        except NoAnswer as exc:  # nothing unchecked is released, nobody is excluded on a missing answer
+            log.error("round %d: the key holder on node %d did not answer a sum check (%s): keeping the previous "
+                      "sum", rnd.round_id, holder, exc)
+            self.excluded = []
+            self.rejected.append((rnd.round_id, -1, f"the key holder on node {holder} did not answer a sum check "
+                                  f"({exc}): previous sum kept"))
+            return False
+        finally:
+            rnd.aggregate_s += time.perf_counter() - t0
+
+    def _search(self, rnd: SecureRound, min_train_nodes: int, holder: int, check: Callable[[bytes], bool]) -> bool:
+        asked = self.sum_checks
+        if check(rnd.aggregator.to_bytes()):
+            return True
+        updates = list(rnd.updates)
+        search = find_defective(len(updates), lambda group: check(self._subsum([updates[i] for i in group])))
+        bad = set(search.defective)
+        rest = [u for i, u in enumerate(updates) if i not in bad]
+        released = len(rest) >= min_train_nodes and bool(bad) and check(self._subsum(rest))
+        self.excluded = [updates[i][0] for i in sorted(bad)]  # recorded once every question was answered
+        note = (f"its sum did not decrypt on the key holder (node {holder}): excluded after group testing over "
+                f"sub-sums ({search.queries} questions for {len(updates)} updates)")
+        for node in self.excluded:
+            rnd.rejected.append((node, note))
+            self.rejected.append((rnd.round_id, node, note))
+        if released:
+            rnd.aggregator = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he,
+                                        expected_params=self.n_params)
+            for _, payload in rest:
+                rnd.aggregator.add(payload)
+        else:
+            why = (f"{len(rest)} updates remain < min_train_nodes={min_train_nodes}" if len(rest) < min_train_nodes
+                   else "the remaining updates still do not decrypt")
+            log.error("round %d: the sum does not decrypt and %s: keeping the previous sum", rnd.round_id, why)
+            self.rejected.append((rnd.round_id, -1, f"the round's sum did not decrypt and {why}: previous sum kept"))
+        log.warning("round %d: sum did not decrypt; excluded the updates of nodes %s after %d questions",
+                    rnd.round_id, self.excluded, self.sum_checks - asked)
+        return released
 
     # -- checks ---------------------------------------------------------------------------------------
     def reject_reason(self, rnd: SecureRound, rep: TrainReply) -> str:
@@ -141,6 +225,7 @@ class SecureAggregation:
             return f"payload rejected ({exc.reason}): {exc}"
         finally:
             rnd.aggregate_s += time.perf_counter() - t0
+        rnd.updates.append((rep.node, bytes(rep.payload)))
         rnd.seen_devices.add(rep.device_id)
         self.node_of.setdefault(rep.device_id, rep.node)
         return ""

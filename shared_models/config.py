@@ -166,7 +166,7 @@ class HESection:
     clip_range: float = 8.0  # |shared weight| bound the encoding carries (checked, never clipped silently)
     max_summands: int = 1024  # most updates summed in one round
     max_weight: int = 32  # per-device FedAvg weight cap (training windows); larger devices count as this
-    keys_dir: str = ""  # "" = RUN_DIR/keys, made by the harness acting as key authority
+    keys_dir: str = ""  # "" = RUN_DIR.keys beside the run, made by the harness acting as key authority
 
     def to_he_config(self):
         from shared_models.crypto import HEConfig  # tenseal import only when HE is used

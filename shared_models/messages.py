@@ -259,6 +259,21 @@ def _real_floats(key: str, array: Array) -> np.ndarray:
     return value
 
 
+STAGE_CHECK_SUM = "check-sum"  # a QUERY asking a key holder whether the encrypted sum it carries decrypts
+SUM_VALID = "sum-valid"  # MetricRecord key of the answer: 1 decrypts, 0 does not
+
+
+def encode_sum_check(valid: bool) -> RecordDict:
+    """A key holder's answer: one bit, nothing it decrypted."""
+    return RecordDict({METRICS: MetricRecord({SUM_VALID: int(bool(valid))})})
+
+
+def decode_sum_check(msg: Message) -> bool:
+    """The bit of a key holder's answer; ReplyError unless ``sum-valid`` is the integer 0 or 1."""
+    metrics = _record(msg.content, METRICS, MetricRecord, required=True)
+    return _int_field(metrics.get(SUM_VALID, -1), SUM_VALID, 0, 1) == 1
+
+
 MAX_IDENTITY_CHARS = 256
 
 

@@ -1,4 +1,5 @@
-"""Where fedinterest keeps its caches (datasets, text embeddings), and how a device id becomes a directory name."""
+"""Where fedinterest keeps its caches (datasets, text embeddings) and a run's keys, and how a device id becomes a
+directory name."""
 
 from __future__ import annotations
 
@@ -20,6 +21,30 @@ def cache_root() -> Path:
     xdg = os.environ.get(XDG_ENV)
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / APP_DIR
+
+
+KEYS_SUFFIX = ".keys"  # RUN_DIR's keys live in the sibling RUN_DIR.keys
+KEYS_MARKER = ".fedinterest-keys"  # written in a keys directory the harness made: --fresh deletes only those
+
+
+def run_keys_dir(run_dir: str | os.PathLike, keys_dir: str = "") -> Path:
+    """Where a run's keys live: ``keys_dir`` (``he.keys_dir``) when set, else ``RUN_DIR.keys`` beside the run
+    directory, never inside it: whoever can edit a run must not find there the key that signs its round log,
+    nor may an audit take its verify key from there."""
+    if keys_dir:
+        return Path(keys_dir)
+    run = Path(run_dir).resolve()
+    if not run.name:
+        raise ValueError(f"run directory {run_dir!r} has no name to put its keys beside (use a sub-folder)")
+    return run.parent / f"{run.name}{KEYS_SUFFIX}"
+
+
+def mark_keys_dir(keys_dir: Path) -> None:
+    """Mark a keys directory the harness made (what ``--fresh`` requires before deleting it)."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    marker = keys_dir / KEYS_MARKER
+    if not marker.is_file():
+        marker.write_text("fedinterest run keys\n")
 
 
 SAFE_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # never '.', '..', '/', or a leading '.'/'_'

@@ -14,6 +14,7 @@ from server.job import RunFailed, prepare_keys, run_job
 from server.loop import write_json
 from shared_models.config import Config
 from shared_models.datasets.population import population
+from shared_models.paths import KEYS_MARKER, run_keys_dir
 from simulations.backends.inline import InlineTransport
 from simulations.report.baselines import cached_popularity
 
@@ -90,20 +91,26 @@ def mark_run_dir(run_dir: Path) -> None:
 
 
 def fresh_start(run_dir: Path, cfg: Config) -> None:
-    """Remove a previous run's artefacts (only the known names) so stale ledgers never leak into a new run.
+    """Remove a previous run's artefacts (only the known names) so stale ledgers never leak into a new run,
+    and the keys the harness made for it beside the run directory (``RUN_DIR.keys``) unless ``he.keys_dir``
+    names keys made beforehand.
 
-    Only in a folder a run marked (``RUN_MARKER``): in any other folder that holds one of those names
-    (``server/``, ``keys/``, ...), ValueError and nothing is deleted."""
-    names = RUN_ARTEFACTS + (() if cfg.he.keys_dir else ("keys",))
+    Only in a folder a run marked (``RUN_MARKER``), and a keys folder only when the harness marked it
+    (``KEYS_MARKER``): otherwise ValueError and nothing is deleted."""
+    names = RUN_ARTEFACTS + (() if cfg.he.keys_dir else ("keys",))  # keys/: where runs kept them before
     present = [n for n in names if (run_dir / n).exists() or (run_dir / n).is_symlink()]
     if present and not (run_dir / RUN_MARKER).is_file():
         raise ValueError(f"--fresh: {run_dir} holds {', '.join(present)} but no {RUN_MARKER} marker, so it is "
                          "not a fedinterest run directory: nothing deleted; use another --out")
+    keys = None if cfg.he.keys_dir else run_keys_dir(run_dir)
+    if keys is not None and (keys.exists() or keys.is_symlink()):
+        if keys.is_symlink() or not (keys / KEYS_MARKER).is_file():
+            raise ValueError(f"--fresh: {keys} (where this run's keys go) exists but has no {KEYS_MARKER} marker, "
+                             "so the harness did not make it: nothing deleted; move it or use another --out")
+        shutil.rmtree(keys)
     for name in present:
         path = run_dir / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:  # a file, or a link (removed, never followed)
             path.unlink()
-
-

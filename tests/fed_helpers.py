@@ -26,3 +26,22 @@ def tiny_config(dataset: Path, **sections) -> Config:
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
     return build_config(data)
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """Copy a run directory and the keys beside it (``RUN_DIR.keys``) to ``dst`` and ``dst.keys``."""
+    import shutil
+
+    from shared_models.paths import run_keys_dir
+
+    shutil.copytree(src, dst)
+    if run_keys_dir(src).is_dir():
+        shutil.copytree(run_keys_dir(src), run_keys_dir(dst))
+    return Path(dst)
+
+
+def server_key_path(run: Path, *, public: bool = False) -> Path:
+    """The run's server signing key (or its public half), in the keys directory beside the run."""
+    from shared_models.paths import run_keys_dir
+
+    return run_keys_dir(run) / "server" / ("signing_ed25519.pub.pem" if public else "signing_ed25519.pem")

@@ -12,6 +12,7 @@ import pytest
 
 from shared_models.privacy import PrivacyLedger
 from simulations.audit.run import audit_run
+from tests.fed_helpers import copy_run, server_key_path
 from tests.test_audit_run import _run
 
 
@@ -22,7 +23,7 @@ def dp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def run(dp_run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(dp_run, tmp_path / "run"))
+    return copy_run(dp_run, tmp_path / "run")
 
 
 def _metrics(run: Path) -> dict:
@@ -102,8 +103,9 @@ def test_a_changed_noise_multiplier_in_config_json_fails(run):
     _fails_with(run, "config.json does not hash to the config_hash the signed round log records")
 
 
-def _resign_with_a_new_key(run: Path) -> None:
-    """Replace the run's key pair with a fresh one and re-sign the (edited) log with it."""
+def _resign_with_a_key_in_the_run_dir(run: Path) -> Path:
+    """What whoever can edit the run directory can do: make a key pair, leave it in the run directory where
+    runs used to keep theirs, and re-sign the (edited) log with it. Returns the planted public key."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from server.round_log import RoundLog
@@ -112,17 +114,24 @@ def _resign_with_a_new_key(run: Path) -> None:
     lines = [json.loads(x) for x in (run / "round_log.jsonl").read_text().splitlines()]
     key = Ed25519PrivateKey.generate()
     server = run / "keys" / "server"
-    for name in ("signing_ed25519.pem", "signing_ed25519.pub.pem"):
-        (server / name).unlink()
+    server.mkdir(parents=True)
     save_private_key(key, server / "signing_ed25519.pem")
     save_public_key(key.public_key(), server / "signing_ed25519.pub.pem")
     (run / "round_log.jsonl").unlink()
     log = RoundLog(run / "round_log.jsonl", key)
     for line in lines:
         log.append({k: v for k, v in line.items() if k not in ("prev_hash", "signature")} | {"rejected": []})
+    return server / "signing_ed25519.pub.pem"
 
 
-def test_a_log_re_signed_with_a_swapped_key_fails_against_the_pinned_fingerprint(run):
+def test_the_run_directory_holds_no_private_key_its_keys_directory_does(run):
+    private = [p for p in run.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()[:4096]]
+    assert private == []
+    assert b"PRIVATE KEY" in server_key_path(run).read_bytes()
+    assert not server_key_path(run).resolve().is_relative_to(run.resolve())
+
+
+def test_a_log_re_signed_with_a_key_found_in_the_run_directory_fails(run):
     from typer.testing import CliRunner
 
     from simulations.cli.main import log_key_fingerprint
@@ -131,11 +140,31 @@ def test_a_log_re_signed_with_a_swapped_key_fails_against_the_pinned_fingerprint
     pinned = log_key_fingerprint(run, json.loads((run / "config.json").read_text()))
     assert len(pinned) == 64
     assert audit_run(run, key_fingerprint=pinned)["verdict"] == "PASS"
-    _resign_with_a_new_key(run)
-    unpinned = audit_run(run)
-    assert unpinned["verdict"] == "PASS" and unpinned["log"]["key_inside_run_dir"] is True  # undetectable alone
-    _fails_with_pin = audit_run(run, key_fingerprint=pinned)
-    assert _fails_with_pin["verdict"] == "FAIL"
-    assert any("not the pinned" in r for r in _fails_with_pin["reasons"])
-    res = CliRunner().invoke(audit_app, [str(run), "--key-fingerprint", pinned])
+    planted = _resign_with_a_key_in_the_run_dir(run)
+    default = audit_run(run)  # the key beside the run directory, not the planted one
+    assert default["log"]["key_inside_run_dir"] is False
+    _fails_with(run, "signature does not verify under the server key")
+    inside = audit_run(run, verify_key=planted)  # pointed at the planted key: refused unless pinned
+    assert inside["verdict"] == "FAIL" and inside["log"]["key_inside_run_dir"] is True
+    assert any("inside the run directory" in r for r in inside["reasons"])
+    pinned_inside = audit_run(run, verify_key=planted, key_fingerprint=pinned)
+    assert pinned_inside["verdict"] == "FAIL" and any("not the pinned" in r for r in pinned_inside["reasons"])
+    res = CliRunner().invoke(audit_app, [str(run), "--verify-key", str(planted), "--key-fingerprint", pinned])
     assert res.exit_code == 1 and "not the pinned" in res.output
+    res = CliRunner().invoke(audit_app, [str(run)])
+    assert res.exit_code == 1 and "signature does not verify" in res.output
+
+
+def test_the_audit_never_takes_the_key_location_from_the_run_s_config(run):
+    planted = _resign_with_a_key_in_the_run_dir(run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["he"]["keys_dir"] = str(planted.parent.parent)  # the edited config points at the planted key
+    (run / "config.json").write_text(json.dumps(cfg, indent=2))
+    _fails_with(run, "signature does not verify under the server key")
+
+
+def test_the_auditor_names_the_keys_directory(run, tmp_path):
+    moved = tmp_path / "elsewhere"
+    server_key_path(run).parent.parent.rename(moved)
+    _fails_with(run, "--keys-dir")
+    assert audit_run(run, keys_dir=moved)["verdict"] == "PASS"

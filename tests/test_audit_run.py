@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from simulations.audit.run import audit_run
 from simulations.cli.audit import audit_app
 from shared_models.datasets import make_synthetic, write_csv
 from simulations.simulate import simulate
+from tests.fed_helpers import copy_run, server_key_path
 
 ROUNDS = 2
 
@@ -47,11 +47,11 @@ def nodp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def dp_copy(dp_run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(dp_run, tmp_path / "run"))
+    return copy_run(dp_run, tmp_path / "run")
 
 
 def _server_key(run: Path) -> Ed25519PrivateKey:
-    return load_private_key(run / "keys" / "server" / "signing_ed25519.pem", Ed25519PrivateKey)
+    return load_private_key(server_key_path(run), Ed25519PrivateKey)
 
 
 def _write_log(run: Path, key: Ed25519PrivateKey) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from fed_helpers import synthetic_csv, tiny_config
+from fed_helpers import copy_run, server_key_path, synthetic_csv, tiny_config
 from server.round_log import RoundLog
 from shared_models.crypto import load_private_key
 from shared_models.privacy import epsilon_from_history
@@ -51,7 +50,7 @@ def both_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def run(user_run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(user_run, tmp_path / "run"))
+    return copy_run(user_run, tmp_path / "run")
 
 
 def _edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
@@ -65,7 +64,7 @@ def _resign_log(run: Path, edit: Callable[[dict[str, Any]], None], source: bytes
     server's own key."""
     path = run / "round_log.jsonl"
     records = [json.loads(raw) for raw in (source or path.read_bytes()).splitlines() if raw.strip()]
-    key = load_private_key(run / "keys" / "server" / "signing_ed25519.pem", Ed25519PrivateKey)
+    key = load_private_key(server_key_path(run), Ed25519PrivateKey)
     path.unlink()
     log = RoundLog(path, key)
     for rec in records:
@@ -227,7 +226,7 @@ def test_empirical_bound_is_far_higher_without_noise(monkeypatch: pytest.MonkeyP
 
 
 def test_example_plus_user_also_checks_the_device_ledgers(both_run: Path, tmp_path: Path) -> None:
-    run = Path(shutil.copytree(both_run, tmp_path / "run"))
+    run = copy_run(both_run, tmp_path / "run")
     audit = audit_run(run, verify_log=True)
     assert audit["verdict"] == "PASS", audit["reasons"]
     c, xc = audit["claimed"], audit["cross_check"]

@@ -221,6 +221,7 @@ def _check_outcome(tmp: Path, states: dict, procs: Processes) -> None:
     metrics = json.loads((tmp / "run" / "metrics.json").read_text())
     assert metrics["rounds"] == 2 and metrics["evaluated_devices"] == len(DEVICES)
     assert metrics["he"]["enabled"] and metrics["he"]["rejected_updates"] == 0
+    assert metrics["he"]["sum_checks"] == 2  # each round's sum confirmed by a deployed device (QUERY)
     assert 0.0 <= metrics["metrics"]["recall@10"] <= 1.0
     rows = list(csv.DictReader((tmp / "run" / "history.csv").open()))
     assert [int(r["round"]) for r in rows] == [1, 2] and all(int(r["valid"]) == len(DEVICES) for r in rows)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from client.runtime import DeviceStateError, init_device, install_device_keys
 from shared_models.crypto import HEConfig, init_keys
-from shared_models.paths import check_device_id, device_dir_name, device_state_dir
+from shared_models.paths import check_device_id, device_dir_name, device_state_dir, mark_keys_dir, run_keys_dir
 from simulations.cli.main import app
 from simulations.simulate import RUN_MARKER, fresh_start, simulate
 from tests.fed_helpers import synthetic_csv, tiny_config
@@ -105,3 +105,20 @@ def test_a_run_marks_its_folder_and_cli_fresh_in_a_foreign_folder_exits_2(tmp_pa
     res = CliRunner().invoke(app, ["simulate", "--config", str(toml), "--out", str(foreign), "--fresh", "--quiet"])
     assert res.exit_code == 2 and "not a fedinterest run directory" in res.output
     assert (foreign / "server").is_dir()
+
+
+def test_fresh_deletes_the_keys_beside_the_run_only_when_the_harness_made_them(tmp_path):
+    cfg = tiny_config(tmp_path / "unused.csv")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_MARKER).write_text("{}")
+    keys = run_keys_dir(run)
+    assert keys == tmp_path / "run.keys"
+    keys.mkdir()
+    (keys / "precious").write_text("mine")
+    with pytest.raises(ValueError, match="no .fedinterest-keys marker"):
+        fresh_start(run, cfg)
+    assert (keys / "precious").is_file()
+    mark_keys_dir(keys)
+    fresh_start(run, cfg)
+    assert not keys.exists() and run.is_dir()

@@ -78,7 +78,8 @@ def test_a_resumed_he_ray_run_rejects_no_honest_update(tmp_path, monkeypatch):
     with pytest.raises(BaseException):
         simulate(cfg, tmp_path / "run", progress=False)
     monkeypatch.setattr(job, "save_checkpoint", real_save)
-    simulate(cfg, tmp_path / "run", progress=False)  # a fresh launch: new Flower node ids
+    result = simulate(cfg, tmp_path / "run", progress=False)  # a fresh launch: new Flower node ids
     rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
     assert [int(r["round"]) for r in rows] == [1, 2, 3]
     assert [int(r["rejected"]) for r in rows] == [0, 0, 0]
+    assert result["he"]["sum_checks"] == 3  # each round's sum confirmed by a key holder over the Grid

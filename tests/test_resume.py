@@ -7,7 +7,7 @@ import pytest
 
 import server.loop as loop
 from simulations.simulate import simulate
-from tests.fed_helpers import synthetic_csv, tiny_config
+from tests.fed_helpers import server_key_path, synthetic_csv, tiny_config
 
 
 class Killed(Exception):
@@ -53,7 +53,7 @@ def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_pat
     from server.round_log import verify_log
     from shared_models.crypto import load_public_key
 
-    key = load_public_key(tmp_path / "run" / "keys" / "server" / "signing_ed25519.pub.pem", Ed25519PublicKey)
+    key = load_public_key(server_key_path(tmp_path / "run", public=True), Ed25519PublicKey)
     check = verify_log(tmp_path / "run" / "round_log.jsonl", key, expected_rounds=3)
     assert check.ok and check.rounds == 3, check.reason
 

@@ -99,6 +99,16 @@ def test_each_bad_update_is_rejected_with_its_reason_and_the_round_completes(key
     assert len(server.rejected) == len(cases) + 2
 
 
+def test_a_device_speaking_from_another_node_than_before_is_rejected(keys_dir):
+    server = _server(keys_dir)
+    server.begin(1, [0, 1, 2])
+    assert server.offer(_update(keys_dir, "d0", 1, 0)[1]) == ""  # d0 is bound to node 0 at first contact
+    assert server.finish(min_train_nodes=1)
+    server.begin(2, [0, 1, 2])
+    moved = _tamper(_update(keys_dir, "d0", 2, 0)[1], node=2)  # its signed update, now arriving from node 2
+    assert "speaks from node 2, registered on node 0" in server.offer(moved)
+
+
 @pytest.mark.parametrize("corrupt, reason", [
     (lambda p: p[: len(p) // 2], "truncated"),
     (lambda p: bytes(np.random.default_rng(0).integers(0, 256, len(p), dtype=np.uint8)), "payload rejected"),

@@ -11,6 +11,7 @@ from shared_models.model.popularity import PopularityModel
 from shared_models.privacy import PrivacyLedger
 from shared_models.datasets.load import load_split
 from simulations.simulate import simulate
+from shared_models.paths import run_keys_dir
 from tests.fed_helpers import synthetic_csv, tiny_config
 
 CONTRACT_PRIVACY = {"mode", "unit", "epsilon", "delta", "target_epsilon", "noise_multiplier", "max_grad_norm",
@@ -60,7 +61,7 @@ def test_flower_ray_simulation_with_he_writes_the_contract_with_true_epsilon(tmp
     he = on_disk["he"]
     assert he["enabled"] and he["rejected_updates"] == 0 and he["params_per_update"] > 0
     assert 0 < he["bytes_per_param"] < 20 and he["encrypt_s"] > 0 and he["decrypt_s"] > 0
-    assert (run / "keys" / "server" / "ckks_public.tenseal").exists() and not (run / "global_shared.npz").exists()
+    assert (run_keys_dir(run) / "server" / "ckks_public.tenseal").exists() and not (run / "global_shared.npz").exists()
     # the encrypted sum reached devices by reference: published once, named by its digest, equal to the final sum
     published = list((run / "broadcast").glob("*.bin"))
     final_sum = (run / "global_sum.ckks").read_bytes()

@@ -146,12 +146,13 @@ def _assert_same_global_model(tmp_path):
 
     cfg = json.loads((tmp_path / "he" / "config.json").read_text())
     from shared_models.config import build_config
+    from shared_models.paths import run_keys_dir
 
     he_cfg = build_config(cfg)
     pop = population(he_cfg)
     blob = (tmp_path / "he" / "global_sum.ckks").read_bytes()
     device = DeviceContext(pop.devices[3], DeviceStore(tmp_path / "d3"), None, pop.max_interactions,
-                           str(tmp_path / "he" / "keys"))
+                           str(run_keys_dir(tmp_path / "he")))
     decoded, _ = global_weights(he_cfg, blob, device)
     with np.load(tmp_path / "plain" / "global_shared.npz") as plain:
         assert set(plain.files) == set(decoded)

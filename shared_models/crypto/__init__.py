@@ -49,14 +49,14 @@ from .keys import (
     SealedBoxError, generate_signing_key, generate_x25519_key, load_private_key,
     load_public_key, open_sealed, save_private_key, save_public_key, seal_secret)
 from .keystore import (
-    DeviceKeys, KeyLayout, ServerKeys, init_keys, load_device_keys, load_server_keys)
+    DeviceKeys, KeyLayout, ServerKeys, device_key_digest, init_keys, load_device_keys, load_server_keys)
 from .payload import PayloadError
 from .signing import payload_sha256, sign_aggregate, sign_update, verify_aggregate, verify_update
 
 __all__ = [
     "Aggregator", "add_aggregates", "DecryptionError", "DeviceKeys", "EncodingRangeError", "EncryptedUpdate",
     "HEConfig", "KeyLayout", "PayloadError", "SealedBoxError", "ServerKeys",
-    "context_fingerprint", "decrypt_average", "encrypt_update", "generate_signing_key",
+    "context_fingerprint", "decrypt_average", "device_key_digest", "encrypt_update", "generate_signing_key",
     "generate_x25519_key", "init_keys", "load_ciphertexts", "load_context", "load_device_keys",
     "load_private_key", "load_public_key", "load_server_keys", "make_secret_context",
     "open_sealed", "payload_sha256", "public_context_bytes", "save_private_key",

@@ -151,12 +151,16 @@ def parse_payload(params: ContextParams, data: bytes, *, kind: int, cfg: HEConfi
     return header, seed, polys
 
 
-def decrypt_average(ctx: ts.Context, summed: bytes, *, cfg: HEConfig) -> tuple[np.ndarray, float]:
+def decrypt_average(ctx: ts.Context, summed: bytes, *, cfg: HEConfig,
+                    unit_weights: bool = False) -> tuple[np.ndarray, float]:
     """Decrypt an aggregate; return (weighted-average vector float64, total weight).
 
     Float mode: the total weight is the CKKS-decoded sum (approximate to ~1e-9
     relative); packed mode: exact integer.  Raises PayloadError for a malformed
     aggregate and DecryptionError if the result is out of range (wrong key).
+    ``unit_weights``: every update was made with weight 1 (any DP mode), so the
+    total must equal the number of summands: an update that claims another
+    weight (to outweigh the others) makes the sum fail too.
     """
     params = _device_params(ctx, cfg)
     header, _, (c0, c1) = parse_payload(params, summed, kind=wire.KIND_AGGREGATE, cfg=cfg)
@@ -170,6 +174,9 @@ def decrypt_average(ctx: ts.Context, summed: bytes, *, cfg: HEConfig) -> tuple[n
     if not 0 < total <= limit + 0.5:  # 0.5: CKKS noise margin (scale units are >= 2**10)
         raise DecryptionError(f"decrypted total weight {total:.6g} outside (0, {limit}]: "
                               "wrong secret key or corrupted aggregate")
+    if unit_weights and abs(total - header.n_summands) > 0.5:
+        raise DecryptionError(f"decrypted total weight {total:.6g} is not the {header.n_summands} updates of "
+                              "weight 1 each: an update claims another weight")
     try:
         mean, total = decode_mean(slots, header.n_params, cfg)
     except ValueError as exc:

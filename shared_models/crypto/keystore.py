@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import re
@@ -196,6 +197,22 @@ def _parsed_context(blob: bytes, n_threads: int | None) -> tuple[ts.Context, byt
     of once per device (SEAL deserialisation + fingerprint: ~5 ms). The context is only read afterwards."""
     ctx = load_context(blob, n_threads=n_threads)
     return ctx, context_fingerprint(ctx)
+
+
+def device_key_digest(out_dir: str | os.PathLike, device_id: str) -> str:
+    """Hex SHA-256 naming one device's key files as they are now: the manifest (whose context fingerprint is
+    new with every key set) and the device's private key files. A cache of loaded keys keyed on it follows a
+    key set replaced under the same path (a fresh run's new keys) instead of serving the old one."""
+    root = Path(out_dir)
+    ddir = root / "clients" / _path_safe(device_id)
+    digest = hashlib.sha256()
+    for path in (root / "manifest.json", ddir / "signing_ed25519.pem", ddir / "x25519.pem"):
+        try:
+            digest.update(path.read_bytes())
+        except FileNotFoundError:
+            digest.update(b"\0missing:" + path.name.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def load_device_keys(out_dir: str | os.PathLike, device_id: str, *,

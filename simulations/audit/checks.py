@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from server.round_log import key_fingerprint, verify_log
 from shared_models.crypto import load_public_key
+from shared_models.paths import run_keys_dir
 from simulations.audit.crosscheck import REL_TOLERANCE, CrossCheck, cross_check, library_name, relative_difference
 from simulations.audit.ledgers import EPS_MATCH_REL, Claim, DeviceLedger, LedgerScan
 
@@ -110,10 +111,12 @@ def check_ledgers(claim: Claim, scan: LedgerScan) -> tuple[CheckResult, CheckRes
             CheckResult(xc_block, _cross_check_reasons(claim, checks, lib["rdp_same_orders"])), len(violations))
 
 
-def default_verify_key_path(run_dir: Path, config: dict[str, Any]) -> Path:
-    """The server's Ed25519 public key: ``he.keys_dir`` if the run set one, else ``RUN_DIR/keys``."""
-    keys_dir = str(config.get("he", {}).get("keys_dir") or "")
-    return (Path(keys_dir) if keys_dir else run_dir / "keys") / SERVER_VERIFY_KEY
+def default_verify_key_path(run_dir: Path, keys_dir: str | Path | None = None) -> Path:
+    """The server's Ed25519 public key in ``keys_dir`` (the auditor's), else in ``RUN_DIR.keys`` beside the run.
+
+    Never taken from the run's own config.json: whoever can edit the run could point it at a key of theirs
+    (the edited config would then hash to a log re-signed with that key)."""
+    return run_keys_dir(run_dir, str(keys_dir or "")) / SERVER_VERIFY_KEY
 
 
 def check_log(run_dir: Path, *, required: bool, key_path: Path, expected_rounds: int | None,
@@ -122,7 +125,8 @@ def check_log(run_dir: Path, *, required: bool, key_path: Path, expected_rounds:
 
     ``pinned_fingerprint``: the SHA-256 of the server's raw public key as the auditor knows it from outside
     the run directory; a key with another fingerprint fails (a log re-signed with a swapped key). Without it,
-    a key inside the run directory is flagged (``key_inside_run_dir``): whoever can edit the run can re-sign."""
+    a verify key inside the run directory fails (``key_inside_run_dir``): whoever can edit the run could have
+    re-signed the log with a key of theirs and put its public half there."""
     path = run_dir / ROUND_LOG_NAME
     inside = key_path.resolve().is_relative_to(run_dir.resolve())
     block: dict[str, Any] = {"verified": None, "rounds": 0, "path": str(path), "key": str(key_path), "reason": "",
@@ -137,9 +141,16 @@ def check_log(run_dir: Path, *, required: bool, key_path: Path, expected_rounds:
     try:
         key = load_public_key(key_path, Ed25519PublicKey)
     except (OSError, ValueError, TypeError) as exc:
-        block.update(verified=False, reason=f"cannot load the server verify key {key_path}: {exc}")
+        block.update(verified=False, reason=f"cannot load the server verify key {key_path}: {exc} (a run whose "
+                                            "keys live elsewhere, he.keys_dir: pass --keys-dir or --verify-key)")
         return CheckResult(block, [block["reason"]])
     block["key_fingerprint"] = fingerprint = key_fingerprint(key)
+    if inside and not pinned_fingerprint:
+        block.update(verified=False, reason=f"the verify key {key_path} lies inside the run directory it is to "
+                                            "verify and no --key-fingerprint pins it: whoever edited the run could "
+                                            "have re-signed the log; use the key kept outside (RUN_DIR.keys or "
+                                            "--keys-dir) or pin its fingerprint")
+        return CheckResult(block, [block["reason"]])
     if pinned_fingerprint and fingerprint != pinned_fingerprint.strip().lower():
         block.update(verified=False, reason=f"the verify key {key_path} has fingerprint {fingerprint}, not the "
                                             f"pinned {pinned_fingerprint} (the log was signed by another key)")

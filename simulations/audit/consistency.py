@@ -5,8 +5,10 @@ Run only once the log verified (its lines are then the server's own record):
 * the config: every line's ``config_hash`` must be the SHA-256 of ``config.json``'s canonical JSON, so an
   edited config (e.g. a lowered noise multiplier) fails;
 * the device ledgers (window-level DP): every valid update of round r came from a device that charged its
-  ledger for r, and only sampled devices train, so ``valid_r <= ledgers charging r <= sampled_r``; a ledger
-  that charges a round the log does not have means the log lost its tail. A deleted ledger, a ledger rebuilt
+  ledger for r, and only sampled devices train, so ``valid_r <= ledgers charging r <= sampled_r``; where the
+  line names its ``contributors`` (the devices whose updates the released aggregate holds), each of them
+  must have a ledger charging r (the counts alone leave slack when updates were rejected); a ledger that
+  charges a round the log does not have means the log lost its tail. A deleted ledger, a ledger rebuilt
   without its last round, or a dropped last log line each break one of these.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from server.round_log import config_hash
+from shared_models.paths import device_dir_name
 from simulations.audit.checks import CheckResult
 from simulations.audit.ledgers import LedgerScan
 
@@ -62,6 +65,15 @@ def _ledger_reasons(lines: list[dict[str, Any]], scan: LedgerScan, block: dict[s
     if many:
         out.append("more device ledgers charge a round than the signed round log sampled: "
                    + "; ".join(many[:MAX_ROUNDS_NAMED]))
+    by_device: dict[str, set[int]] = {}
+    for dev in scan.devices:
+        by_device.setdefault(dev.device_id, set()).update(dev.round_ids)
+    uncharged = [f"round {r}: device {d}" for r, line in sorted(logged.items())
+                 for d in line.get("contributors") or () if r not in by_device.get(device_dir_name(str(d)), set())]
+    block["uncharged_contributors"] = len(uncharged)
+    if uncharged:
+        out.append(f"{len(uncharged)} contributors the signed round log names have no ledger charging that round "
+                   "(a ledger deleted or rebuilt): " + "; ".join(uncharged[:MAX_ROUNDS_NAMED]))
     unlogged = sorted(set(charged) - set(logged))
     if unlogged:
         out.append(f"device ledgers charge rounds {unlogged[:MAX_ROUNDS_NAMED]} that the signed round log does "

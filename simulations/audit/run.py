@@ -7,8 +7,8 @@ The verdict is FAIL when any of these holds (each adds a reason):
 * ``metrics.json`` claims less than a ledger spends, or miscounts the trained devices;
 * ``dp_accounting`` (RDP, same orders) differs from our accountant by more than 5% on any device, or its
   PLD upper bound is more than 5% above our ε (our claim understated);
-* the round log (when ``RUN_DIR/round_log.jsonl`` exists, or ``verify_log`` is asked) does not verify, or its
-  verify key is not the one pinned by ``key_fingerprint``;
+* the round log (when ``RUN_DIR/round_log.jsonl`` exists, or ``verify_log`` is asked) does not verify, its
+  verify key is not the one pinned by ``key_fingerprint``, or that key lies inside the run directory unpinned;
 * the verified log disagrees with the run (:mod:`simulations.audit.consistency`): config.json does not hash to
   the logged ``config_hash``, or the device ledgers do not charge the rounds the log counts (a ledger deleted
   or rebuilt, the log's tail cut);
@@ -122,9 +122,11 @@ def _user_checks(run: Path, config: dict[str, Any], claim: Claim, log_ok: bool
 
 def audit_run(run_dir: str | Path, *, verify_log: bool = False, empirical: bool = False,
               verify_key: str | Path | None = None, confidence: float = DEFAULT_CONFIDENCE,
-              key_fingerprint: str | None = None) -> dict[str, Any]:
+              key_fingerprint: str | None = None, keys_dir: str | Path | None = None) -> dict[str, Any]:
     """Audit ``run_dir``; write ``audit.json`` and ``audit.md`` there; return the audit.json dict.
 
+    The round log's verify key: ``verify_key``, else ``server/signing_ed25519.pub.pem`` of ``keys_dir``, else of
+    ``RUN_DIR.keys`` beside the run (never a location the run itself names).
     Raises :class:`simulations.audit.ledgers.RunDirError` (naming the file) when config.json or
     metrics.json is missing or unreadable.
     """
@@ -133,7 +135,7 @@ def audit_run(run_dir: str | Path, *, verify_log: bool = False, empirical: bool 
     metrics = read_json(run / "metrics.json")
     claim = read_claim(metrics, run / "metrics.json")
     reasons = _preliminary(claim, config)
-    key_path = Path(verify_key) if verify_key else default_verify_key_path(run, config)
+    key_path = Path(verify_key) if verify_key else default_verify_key_path(run, keys_dir)
     rounds = metrics.get("rounds")
     log = check_log(run, required=verify_log, key_path=key_path,
                     expected_rounds=rounds if isinstance(rounds, int) else None, pinned_fingerprint=key_fingerprint)

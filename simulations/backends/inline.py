@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from client.round import DeviceContext, RoundInput, evaluate_round, train_rounds
+from client.round import DeviceContext, RoundInput, check_sum, evaluate_round, train_rounds
 from client.store import DeviceStore
 from server.run_id import run_identity
 from shared_models.config import Config
@@ -46,6 +46,10 @@ class InlineTransport:
 
     def train(self, round_id: int, nodes: list[int], received) -> list[TrainReply]:
         return [train_rounds([self.round_input(n, round_id, received)])[0] for n in nodes]
+
+    def check_sum(self, node: int, blob: bytes) -> bool:
+        """Ask the device on ``node`` (a key holder) whether an encrypted sum decrypts."""
+        return check_sum(self.cfg, self.keys_dir, self.pop.devices[node].device_id, blob)
 
     def evaluate(self, round_id: int, nodes: list[int], received, stage: str) -> dict[int, tuple[int, int]]:
         ranks = {}

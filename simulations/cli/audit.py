@@ -28,7 +28,9 @@ def audit(
                                    help="also run the one-run canary audit (example level: re-trains one device, "
                                         "~10 s on CPU; user level: 1000 canary clients in one round, ~2 s)"),
     verify_key: Optional[Path] = typer.Option(None, help="server Ed25519 public key (PEM); default "
-                                              "RUN_DIR/keys/server/signing_ed25519.pub.pem"),
+                                              "KEYS_DIR/server/signing_ed25519.pub.pem"),
+    keys_dir: Optional[Path] = typer.Option(None, help="the run's keys directory (default RUN_DIR.keys beside "
+                                            "the run; a run made with he.keys_dir: that folder)"),
     confidence: float = typer.Option(0.95, help="confidence of the empirical lower bound"),
     key_fingerprint: Optional[str] = typer.Option(None, help="SHA-256 (hex) of the server's raw public key, as "
                                                   "printed by `fedinterest simulate`: pins the log's key from "
@@ -44,7 +46,7 @@ def audit(
         raise typer.Exit(code=EXIT_UNUSABLE)
     try:
         result = audit_run(run_dir, verify_log=verify_log, empirical=empirical, verify_key=verify_key,
-                           confidence=confidence, key_fingerprint=key_fingerprint)
+                           confidence=confidence, key_fingerprint=key_fingerprint, keys_dir=keys_dir)
     except RunDirError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=EXIT_UNUSABLE) from None

@@ -10,6 +10,7 @@ import typer
 
 from client.cli_device import device_app, export_cmd, recommend_cmd
 from shared_models.config import ConfigError, load_config
+from shared_models.paths import run_keys_dir
 from simulations.cli.audit import audit_app
 from simulations.cli.common import (MLFLOW_HELP, NO_TRACKING_HELP, console, fail, metrics_table, protocol_rows,
                                     quote_overrides, setup_logging, tracking_overrides)
@@ -173,19 +174,20 @@ def simulate_cmd(
     console.print(f"{result['rounds']} rounds x {result['clients_per_round']} devices of {result['num_clients']}; "
                   f"{t['wall_s']} s, {t['client_updates_per_s']} client updates/s -> {out}/metrics.json")
     if fingerprint := log_key_fingerprint(out, result.get("config", {})):
-        console.print(f"round log signed by key {fingerprint}: keep it outside {out} and audit with "
-                      f"--key-fingerprint {fingerprint}", soft_wrap=True)
+        console.print(f"round log signed by the key in {run_keys_dir(out, cfg.he.keys_dir)} (fingerprint "
+                      f"{fingerprint}); pin it when auditing: --key-fingerprint {fingerprint}", soft_wrap=True)
 
 
 def log_key_fingerprint(run_dir: Path, config: dict) -> str:
-    """The fingerprint of the key that signed the run's round log ('' when there is none)."""
+    """The fingerprint of the key that signed the run's round log ('' when there is none); the run's own
+    config names where its keys are (the producer's view: an audit never takes that from the run)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from server.round_log import key_fingerprint
     from shared_models.crypto import load_public_key
-    from simulations.audit.checks import default_verify_key_path
+    from simulations.audit.checks import SERVER_VERIFY_KEY
 
-    path = default_verify_key_path(Path(run_dir), config)
+    path = run_keys_dir(run_dir, str(config.get("he", {}).get("keys_dir") or "")) / SERVER_VERIFY_KEY
     return key_fingerprint(load_public_key(path, Ed25519PublicKey)) if path.is_file() else ""
 
 
