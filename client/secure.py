@@ -65,11 +65,12 @@ def decrypt_shared(blob: bytes, keys: DeviceKeys) -> tuple[np.ndarray, float, fl
 
 
 def global_model(blob: bytes | None, keys: DeviceKeys, template: dict[str, np.ndarray], *, user_level: bool,
-                 server_lr: float = 1.0, denominator: int = 1) -> tuple["OrderedDict[str, np.ndarray]", float, float]:
+                 server_lr: float = 1.0, denominator: float = 1.0) -> tuple["OrderedDict[str, np.ndarray]", float, float]:
     """(global shared weights, total weight, decrypt seconds) from the broadcast encrypted sum.
 
     FedAvg: the sum of weighted weights over the total weight. User-level DP: the running sum of every
-    round's noisy deltas, added to the initial model (``template``) as ``server_lr * sum / denominator``."""
+    round's noisy deltas, added to the initial model (``template``) as ``server_lr * sum / denominator`` (user and
+    window modes: ``client.user_dp.user_level_decoding``)."""
     weights, total, seconds = decode_global(blob, keys, template)
     if user_level and blob:
         weights = OrderedDict((k, apply_noisy_sum(np.asarray(template[k], np.float64),
