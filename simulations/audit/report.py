@@ -127,8 +127,8 @@ def _empirical(audit: dict[str, Any]) -> list[str]:
 def _empirical_lines(emp: dict[str, Any]) -> list[str]:
     mech = "infinite (no noise)" if emp.get("mechanism_epsilon") is None else _num(emp["mechanism_epsilon"])
     if emp.get("min_train_nodes") is not None:  # the distributed-noise audit (user or window unit)
-        what = "devices" if emp.get("unit") == "user" else "windows"
-        return [f"One-run canary audit (Steinke, Nasr & Jagielski 2023) of one {emp.get('unit')}-level round at "
+        what, kind = ("devices", "canary-client") if emp.get("unit") == "user" else ("windows", "canary-window")
+        return [f"One-run {kind} audit (Steinke, Nasr & Jagielski 2023) of one {emp.get('unit')}-level round at "
                 f"sample rate 1 ({emp.get('design')} design{_WORST if emp.get('design') == 'worst-case' else ''}): "
                 f"{emp.get('canaries')} canary {what} in dimension "
                 f"{emp.get('dimension')}, each clipped to {emp.get('clip')}, {emp.get('guesses')} guesses, "
