@@ -3,7 +3,9 @@
 ``device_train``: load the global shared weights and this device's personal weights, train the whole local
 model on the device's own windows (DP-SGD when ``privacy.mode`` is ``example`` or ``example+user``), compose
 the spend into the persistent ledger, save the personal weights, and return ONLY the shared weights and the
-example count -- or, under user-level DP, the clipped and noised shared delta with weight 1.
+example count -- or, under user-level DP, the clipped and noised shared delta with weight 1; under
+window-level DP (``privacy.mode = window``) no local step is taken: minus the noisy sum of the sampled
+windows' clipped gradients at the global model leaves the device, with weight 1 (``client/window_dp.py``).
 ``device_evaluate``: score the full catalogue for the device's validation or test item.
 """
 
