@@ -3,7 +3,9 @@
 ``device_train``: load the global shared weights and this device's personal weights, train the whole local
 model on the device's own windows (DP-SGD when ``privacy.mode`` is ``example`` or ``example+user``), compose
 the spend into the persistent ledger, save the personal weights, and return ONLY the shared weights and the
-example count -- or, under user-level DP, the clipped and noised shared delta with weight 1.
+example count -- or, under user-level DP, the clipped and noised shared delta with weight 1; under
+window-level DP (``privacy.mode = window``) no local step is taken: minus the noisy sum of the sampled
+windows' clipped gradients at the global model leaves the device, with weight 1 (``client/window_dp.py``).
 ``device_evaluate``: score the full catalogue for the device's validation or test item.
 """
 
@@ -21,6 +23,7 @@ import torch
 
 from client.store import DeviceStore
 from client.user_dp import noisy_delta
+from client.window_dp import window_step, window_update
 from shared_models.config import Config
 from shared_models.datasets.population import DeviceData
 from shared_models.train.dp_training import LocalTrainResult, sample_rate_for, train_local, train_local_dp
@@ -89,7 +92,7 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
     fed, priv = cfg.federated, cfg.privacy
     validate_device_data(data)
     windows = build_windows([data.train], max_len=cfg.model.max_len, stride=0)
-    if len(windows) == 0:
+    if len(windows) == 0 and priv.mode != "window":  # window-level DP: such a device sends a noise share
         return TrainOutcome(refused=True, reason=f"device {data.device_id}: no training window (history too short)")
     model = build_device_model(cfg, data.num_items, text, data.device_id)
     # a resumed run re-asks the round this device last sent: window-level DP only (each update is private on
@@ -103,7 +106,7 @@ def prepare_round(*, data: DeviceData, store: DeviceStore, global_shared: dict[s
     model.set_item_prior(None if item_prior is None else cfg.model.prior_weight * torch.as_tensor(item_prior))
     seed = dropout_seed = fed.seed * 7919 + round_id * 104729 + stable_hash(data.device_id)
     ledger = None
-    if priv.user_level and round_id in store.contributed_rounds() and replay is None:
+    if priv.distributed and round_id in store.contributed_rounds() and replay is None:
         return TrainOutcome(refused=True, reason=f"already contributed to round {round_id}: a second noisy delta for "
                             "the same round could be differenced against the first")
     noise_seed = seed if priv.reproducible_noise or priv.mode == "none" else store.noise_seed(round_id)
@@ -138,6 +141,9 @@ def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, 
     if cfg.privacy.user_level:  # user-level DP: a clipped, noised delta with a fixed weight of 1 leaves the device
         shared, metrics["delta_norm"] = noisy_delta(shared, prep.global_shared, cfg=cfg, noise_seed=prep.noise_seed)
         num_examples = 1
+    elif cfg.privacy.mode == "window":  # minus the noisy sum of clipped per-window gradients, weight 1
+        shared = window_update(result, shared, cfg=cfg, noise_seed=prep.noise_seed)
+        metrics, num_examples = {}, 1
     digest = update_digest(shared, num_examples)
     if prep.replay_digest and digest != prep.replay_digest:
         return TrainOutcome(refused=True, reason=f"already trained in round {round_id}: the retrained update "
@@ -149,7 +155,7 @@ def finish_round(prep: PreparedRound, result: LocalTrainResult, *, cfg: Config, 
                        sample_rate=result.sample_rate)
     if not prep.replay_digest:
         prep.store.save_personal(personal)
-        if cfg.privacy.user_level:
+        if cfg.privacy.distributed:
             prep.store.record_contribution(round_id)  # before the update leaves the device
         if not cfg.privacy.user_level and prep.ledger is not None:
             prep.store.sent_update(round_id, digest)
@@ -176,6 +182,11 @@ def local_step(cfg: Config, preps: list[PreparedRound]) -> list[LocalTrainResult
     results = []
     for prep in preps:
         torch.manual_seed(prep.dropout_seed)  # dropout masks: the same whatever ran before, also after a resume
+        if priv.mode == "window":  # no local optimisation: the kept windows' clipped gradients at the global model
+            keys = shared_keys(prep.model, personal_short_term=fed.personal_short_term)
+            results.append(window_step(prep.model, prep.windows, keys=keys, cfg=cfg, noise_seed=prep.noise_seed,
+                                       device=resolve_device(fed.device)))
+            continue
         common = dict(epochs=fed.local_epochs, lr=fed.lr, batch_size=fed.batch_size, seed=prep.seed,
                       optimizer=fed.optimizer, device=resolve_device(fed.device))
         if prep.ledger is not None:

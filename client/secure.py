@@ -85,11 +85,12 @@ def sum_decrypts(blob: bytes, keys: DeviceKeys, *, unit_weights: bool = False) -
 
 
 def global_model(blob: bytes | None, keys: DeviceKeys, template: dict[str, np.ndarray], *, user_level: bool,
-                 server_lr: float = 1.0, denominator: int = 1, unit_weights: bool = False) -> tuple["OrderedDict[str, np.ndarray]", float, float]:
+                 server_lr: float = 1.0, denominator: float = 1.0, unit_weights: bool = False) -> tuple["OrderedDict[str, np.ndarray]", float, float]:
     """(global shared weights, total weight, decrypt seconds) from the broadcast encrypted sum.
 
     FedAvg: the sum of weighted weights over the total weight. User-level DP: the running sum of every
-    round's noisy deltas, added to the initial model (``template``) as ``server_lr * sum / denominator``."""
+    round's noisy deltas, added to the initial model (``template``) as ``server_lr * sum / denominator`` (user and
+    window modes: ``client.user_dp.user_level_decoding``)."""
     weights, total, seconds = decode_global(blob, keys, template, unit_weights=unit_weights)
     if user_level and blob:
         weights = OrderedDict((k, apply_noisy_sum(np.asarray(template[k], np.float64),

@@ -12,15 +12,18 @@ import numpy as np
 
 from shared_models.config import Config
 from shared_models.model.state import flatten, unflatten
+from shared_models.privacy.distributed import distributed_dp
 from shared_models.privacy.user_level import privatize_delta
 
 USER_NOISE_STREAM = 2  # SeedSequence spawn key: independent of the example-level DP-SGD stream of the same seed
 
 
 def user_level_decoding(cfg: Config) -> dict:
-    """Keyword arguments of ``client.secure.global_model`` for this config."""
-    return {"user_level": cfg.privacy.user_level, "server_lr": cfg.federated.server_lr,
-            "denominator": cfg.federated.clients_per_round}
+    """Keyword arguments of ``client.secure.global_model`` for this config: under distributed noise (user and
+    window modes) the running sum of noisy deltas over the public denominator of the mode."""
+    if not cfg.privacy.distributed:
+        return {"user_level": False}
+    return {"user_level": True, "server_lr": cfg.federated.server_lr, "denominator": distributed_dp(cfg).denominator}
 
 
 def noisy_delta(trained: dict[str, np.ndarray], global_shared: dict[str, np.ndarray], *, cfg: Config,

@@ -32,6 +32,7 @@ from shared_models.crypto import init_keys, load_server_keys
 from shared_models.datasets.population import Population, population
 from shared_models.model.state import initial_shared
 from shared_models.paths import mark_keys_dir, run_keys_dir
+from shared_models.privacy.distributed import distributed_dp
 from shared_models.tracking import TRACKING_DIR, open_tracker, run_finals
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,14 @@ def prepare_keys(cfg: Config, pop: Population, run_dir: Path) -> str:
 def make_strategy(cfg: Config, pop: Population, keys_dir: str, run_id: str = ""):
     """PlainFedAvg (server holds the weights) or SecureAggregation (server holds only an encrypted sum)."""
     template = initial_shared(cfg, pop.num_items, pop.text)  # public architecture: shapes only under HE
-    user = cfg.privacy.user_level
+    user = cfg.privacy.distributed  # noisy deltas summed over rounds, decoded with a fixed denominator
     if user:
         sample_rate(cfg, len(pop.devices))  # clients_per_round <= N (ConfigError otherwise)
         check_running_sum_capacity(cfg, len(pop.devices))
     if not cfg.he.enabled:
         if user:
             return PlainDPFedAvg(template, server_lr=cfg.federated.server_lr,
-                                 denominator=cfg.federated.clients_per_round, limits=UpdateLimits.from_config(cfg))
+                                 denominator=distributed_dp(cfg).denominator, limits=UpdateLimits.from_config(cfg))
         f = cfg.federated
         return PlainFedAvg(template, make_server_optimizer(f.server_optimizer, lr=f.server_lr,
                                                            momentum=f.server_momentum, beta2=f.server_beta2,
@@ -121,7 +122,7 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
 
     round_log = open_round_log(run_dir, server_signing_key(run_keys_dir(run_dir, keys_dir or cfg.he.keys_dir)),
                                last_round=done)
-    accountant = UserAccountant(cfg, run_dir, len(pop.devices)) if cfg.privacy.user_level else None
+    accountant = UserAccountant(cfg, run_dir, len(pop.devices)) if cfg.privacy.distributed else None
     if accountant is not None:
         check_population(len(transport.node_ids()), len(pop.devices))
     prior_summary = None
@@ -133,7 +134,7 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
 
     def on_round(st: RoundStats) -> None:
         st.epsilon_max, st.epsilon_mean = ledger_epsilons(cfg, run_dir, pop)
-        if accountant is not None:  # user-level: one guarantee for every device, composed by the server
+        if accountant is not None:  # distributed noise: one guarantee for every device, composed by the server
             st.epsilon_max = st.epsilon_mean = accountant.epsilon
         append_history(history, st)
         tracker.log_round(st, strategy)

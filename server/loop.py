@@ -112,9 +112,10 @@ class RoundStats:
 
 def sample_nodes(nodes: list[int], cfg: Config, rng: np.random.Generator) -> list[int]:
     """Uniform without replacement (``clients_per_round``); Poisson at q = clients_per_round / N under
-    user-level DP (the sampling scheme its accountant assumes; a round may then have any size, even 0)."""
+    user-level or window-level DP (the sampling scheme its accountant assumes; a round may then have any size,
+    even 0)."""
     f = cfg.federated
-    if cfg.privacy.user_level:
+    if cfg.privacy.distributed:
         ordered = sorted(nodes)
         q = client_sample_rate(clients_per_round=f.clients_per_round, num_devices=len(ordered))
         return [ordered[i] for i in poisson_sample(len(ordered), sample_rate=q, rng=rng)]

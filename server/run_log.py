@@ -70,4 +70,8 @@ def noise_record(cfg: Config) -> dict[str, Any]:
         out.update(user_noise_multiplier=float(p.user_noise_multiplier), user_clip=float(p.user_clip),
                    min_train_nodes=int(cfg.federated.min_train_nodes), sampling="poisson",
                    clients_per_round=int(cfg.federated.clients_per_round))
+    if p.mode == "window":  # the window-level noise and sampling the devices were told
+        out.update(min_train_nodes=int(cfg.federated.min_train_nodes), sampling="poisson",
+                   clients_per_round=int(cfg.federated.clients_per_round),
+                   window_sample_rate=float(p.window_sample_rate), expected_batch=float(p.expected_batch))
     return out

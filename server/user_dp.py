@@ -1,8 +1,11 @@
-"""Server side of user-level DP: Poisson client sampling, the fixed-denominator plaintext update, and the
-server's accountant (RDP over rounds of the Poisson-subsampled Gaussian mechanism, persisted as a ledger).
+"""Server side of distributed DP (user-level, and window-level DP-SGD): Poisson client sampling, the
+fixed-denominator plaintext update, and the server's accountant (RDP over rounds of the Poisson-subsampled
+Gaussian mechanism, persisted as a ledger).
 
-The server never adds noise or clips: devices did both before encryption (``client/user_dp.py``). The
-server only decides who is asked, keeps the sum, and accounts: q = clients_per_round / N, one step per round.
+The server never adds noise or clips: devices did both before encryption (``client/user_dp.py``,
+``client/window_dp.py``). The server only decides who is asked, keeps the sum, and accounts one step per
+round at q = clients_per_round / N (user modes) or (clients_per_round / N) * window_sample_rate (window mode),
+``shared_models/privacy/distributed.py``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from server.loop import PlainFedAvg
 from shared_models.atomic_io import atomic_write_bytes
 from shared_models.config import Config, ConfigError
 from shared_models.privacy import PrivacyLedger
+from shared_models.privacy.distributed import distributed_dp
 from shared_models.privacy.user_level import apply_noisy_sum, client_sample_rate, max_participants
 
-USER_LEDGER = Path("server") / "user_ledger.json"  # under RUN_DIR (the server's own state)
+USER_LEDGER = Path("server") / "user_ledger.json"  # under RUN_DIR (the server's own state; every distributed mode)
 SAMPLER_SECRET = Path("server") / "sampler_secret.bin"
 SECRET_BYTES = 32
 
@@ -51,7 +55,7 @@ class PlainDPFedAvg(PlainFedAvg):
     Without HE the server sees each device's noisy delta, whose own noise is only 1/sqrt(min_train_nodes)
     of the total: the user-level guarantee then holds against everyone who sees the model, not the server."""
 
-    def __init__(self, shared: dict[str, np.ndarray], *, server_lr: float, denominator: int, limits=None) -> None:
+    def __init__(self, shared: dict[str, np.ndarray], *, server_lr: float, denominator: float, limits=None) -> None:
         super().__init__(shared, limits=limits)
         self.server_lr, self.denominator = server_lr, denominator
 
@@ -69,13 +73,16 @@ class PlainDPFedAvg(PlainFedAvg):
 
 
 class UserAccountant:
-    """The server's user-level ledger: one step of (user_noise_multiplier, q) per round run."""
+    """The server's ledger of a distributed mode: one step of (noise multiplier, q) per round run; the unit is
+    "user" (user modes) or "window" (window mode)."""
 
     def __init__(self, cfg: Config, run_dir: Path, num_devices: int) -> None:
-        p = cfg.privacy
-        self.noise_multiplier, self.q = p.user_noise_multiplier, sample_rate(cfg, num_devices)
+        p, mech = cfg.privacy, distributed_dp(cfg)
+        sample_rate(cfg, num_devices)  # clients_per_round <= N, ConfigError naming the key otherwise
+        self.noise_multiplier, self.unit = mech.noise_multiplier, mech.unit
+        self.q = mech.sample_rate(clients_per_round=cfg.federated.clients_per_round, num_devices=num_devices)
         self.ledger = PrivacyLedger.open(Path(run_dir) / USER_LEDGER, accountant=p.accountant, delta=p.delta,
-                                         unit="user", target_epsilon=p.user_target_epsilon)
+                                         unit=mech.unit, target_epsilon=mech.target_epsilon)
 
     def stop_reason(self, round_id: int) -> str:
         """'' if round ``round_id`` fits the user-level budget, else why the server stops before it."""
@@ -85,7 +92,8 @@ class UserAccountant:
             # only add devices that never sent a noisy delta for this round
             return ""
         if self.ledger.would_exceed(noise_multiplier=self.noise_multiplier, sample_rate=self.q, num_steps=1):
-            return (f"user-level epsilon {self.ledger.epsilon():.3f} would exceed privacy.user_target_epsilon="
+            key = "user_target_epsilon" if self.unit == "user" else "target_epsilon"
+            return (f"{self.unit}-level epsilon {self.ledger.epsilon():.3f} would exceed privacy.{key}="
                     f"{self.ledger.target_epsilon} with round {round_id}")
         return ""
 
@@ -120,7 +128,7 @@ def sampler_seed(cfg: Config, run_dir: Path) -> int | None:
     """Seed of Poisson client sampling under user-level DP: a server secret (32 bytes from os.urandom, 0600,
     kept so a resumed run replays the same samples). None (the public ``federated.seed``) otherwise, and
     with ``privacy.reproducible_noise`` (tests: runs repeat bit for bit, and the audit FAILS such runs)."""
-    if not cfg.privacy.user_level or cfg.privacy.reproducible_noise:
+    if not cfg.privacy.distributed or cfg.privacy.reproducible_noise:
         return None
     path = Path(run_dir) / SAMPLER_SECRET
     if not path.is_file():

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared_models.config_checks import (MODEL_KINDS, PRIVACY_MODES, SERVER_OPTIMIZERS, USER_MODES,  # noqa: F401
-                                         ConfigError, validate)
+from shared_models.config_checks import (DISTRIBUTED_MODES, MODEL_KINDS, PRIVACY_MODES,  # noqa: F401
+                                         SERVER_OPTIMIZERS, USER_MODES, ConfigError, validate)
 
 
 @dataclass
@@ -122,7 +122,8 @@ class FederatedConfig:
 class PrivacyConfig:
     # none | example (DP-SGD on each device; one sample = one disjoint window) | user (each device's shared-model
     # delta clipped to user_clip and noised before encryption; Poisson client sampling; server-side accountant)
-    # | example+user (both)
+    # | example+user (both) | window (distributed DP-SGD: each sampled device sends minus the sum of its sampled
+    # windows' per-window gradients, each clipped to max_grad_norm, plus a noise share; the server accounts)
     mode: str = "example"
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
@@ -146,6 +147,17 @@ class PrivacyConfig:
     prior_clip: float = 1.0
     prior_noise_multiplier: float = 5.0
     prior_min_contributors: int = 100
+    # privacy.mode = window: a sampled device keeps each of its training windows with this probability (Poisson);
+    # the population-level sample rate the server accounts is (clients_per_round / N) * window_sample_rate
+    window_sample_rate: float = 0.5
+    # privacy.mode = window: the public denominator of the noisy gradient sum, global -= server_lr * sum /
+    # expected_batch (set it near the expected number of sampled windows; it must not be computed from the data)
+    expected_batch: float = 1000.0
+
+    @property
+    def distributed(self) -> bool:
+        """Noise added on the devices to the sum only, sampling and accounting on the server (user, window)."""
+        return self.mode in DISTRIBUTED_MODES
 
     @property
     def user_level(self) -> bool:

@@ -9,8 +9,10 @@ if TYPE_CHECKING:
     from shared_models.config import Config
 
 MODEL_KINDS = ("pop", "long", "short", "long-short")
-PRIVACY_MODES = ("none", "example", "user", "example+user")
+PRIVACY_MODES = ("none", "example", "user", "example+user", "window")
 USER_MODES = ("user", "example+user")  # device-level DP of the shared model (distributed noise)
+# noise added once to the (encrypted) sum, split over devices, accounted by the server: user modes and window
+DISTRIBUTED_MODES = USER_MODES + ("window",)
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # server/optimizers.py
 
 
@@ -62,14 +64,15 @@ def _validate_federated(cfg: "Config") -> None:
     if f.server_optimizer != "fedavg":
         check(not cfg.he.enabled, "federated.server_optimizer",
               "'fedavg' with he.enabled = true (the server never holds the model)", f.server_optimizer)
-        check(not p.user_level, "federated.server_optimizer",
-              "'fedavg' with user-level DP (its decoding is fixed: use federated.server_lr)", f.server_optimizer)
+        check(not p.distributed, "federated.server_optimizer",
+              f"'fedavg' with privacy.mode = {p.mode!r} (its decoding is fixed: use federated.server_lr)",
+              f.server_optimizer)
     check(0 <= f.server_momentum < 1, "federated.server_momentum", "in [0, 1)", f.server_momentum)
     check(0 <= f.server_beta2 < 1, "federated.server_beta2", "in [0, 1)", f.server_beta2)
     check(f.server_tau > 0, "federated.server_tau", "> 0", f.server_tau)
     check(0 <= f.server_ema < 1, "federated.server_ema", "in [0, 1)", f.server_ema)
     if f.server_ema:
-        check(not cfg.he.enabled and not p.user_level, "federated.server_ema",
+        check(not cfg.he.enabled and not p.distributed, "federated.server_ema",
               "0 with he.enabled = true or user-level DP (the server must hold the model)", f.server_ema)
     check(f.max_examples >= 1, "federated.max_examples", ">= 1", f.max_examples)
     check(0 < f.max_abs_weight < float("inf"), "federated.max_abs_weight", "finite and > 0", f.max_abs_weight)
@@ -83,7 +86,7 @@ def _validate_federated(cfg: "Config") -> None:
     if f.keep_best:
         check(f.eval_every > 0, "federated.keep_best", "false with federated.eval_every = 0 (nothing to "
               "select on)", f.keep_best)
-        check(not p.user_level, "federated.keep_best", "false with user-level DP (selecting on devices' "
+        check(not p.distributed, "federated.keep_best", "false with distributed DP (selecting on devices' "
               "validation items would spend privacy the accountant does not count)", f.keep_best)
     check(f.optimizer in ("adam", "sgd"), "federated.optimizer", "adam | sgd", f.optimizer)
     check(f.backend in ("ray", "inline", "cohort"), "federated.backend", "ray | inline | cohort", f.backend)
@@ -96,6 +99,8 @@ def _validate_federated(cfg: "Config") -> None:
     check(p.mode in PRIVACY_MODES, "privacy.mode", f"one of {PRIVACY_MODES}", p.mode)
     if p.user_level:
         _validate_user_level(cfg)
+    if p.mode == "window":
+        _validate_window_level(cfg)
     if p.prior:
         check(p.mode == "none" or p.user_level, "privacy.prior", "false with privacy.mode = 'example' (the "
               "prior is a user-level release; use mode 'user' or 'example+user')", p.prior)
@@ -125,3 +130,28 @@ def _validate_user_level(cfg: "Config") -> None:
         bound = p.user_clip + 8 * p.user_noise_multiplier * p.user_clip / math.sqrt(f.min_train_nodes)
         check(he.clip_range >= bound, "he.clip_range", f">= user_clip + 8 device noise std = {bound:.4g} "
               "(a noisy delta coordinate must fit the encoding)", he.clip_range)
+
+
+def _validate_window_level(cfg: "Config") -> None:
+    """Window-level distributed DP-SGD: per-window clip ``max_grad_norm``, noise multiplier ``noise_multiplier``."""
+    f, p, he = cfg.federated, cfg.privacy, cfg.he
+    check(0 < p.window_sample_rate <= 1, "privacy.window_sample_rate", "in (0, 1]", p.window_sample_rate)
+    check(p.expected_batch > 0, "privacy.expected_batch", "> 0 (the public denominator of the noisy gradient sum)",
+          p.expected_batch)
+    check(p.delta > 0, "privacy.delta", "> 0 with privacy.mode = 'window' (one delta for the whole population)",
+          p.delta)
+    check(f.server_lr > 0, "federated.server_lr", "> 0", f.server_lr)
+    check(f.fraction_train == 0, "federated.fraction_train",
+          "0 with privacy.mode = 'window' (clients_per_round sets the Poisson rate)", f.fraction_train)
+    check(not f.personal_short_term, "federated.personal_short_term",
+          "false with privacy.mode = 'window' (a window's shared gradient would depend on personal weights trained "
+          "on the device's other windows, so one window could move every other window's gradient)",
+          f.personal_short_term)
+    check(not p.prior, "privacy.prior", "false with privacy.mode = 'window' (the prior is accounted per device, "
+          "not per window)", p.prior)
+    if he.enabled:
+        check(he.pack_bits == 0, "he.pack_bits", "0 (float mode) with privacy.mode = 'window': noisy sums are "
+              "summed over rounds", he.pack_bits)
+        bound = p.max_grad_norm + 8 * p.noise_multiplier * p.max_grad_norm / math.sqrt(f.min_train_nodes)
+        check(he.clip_range >= bound, "he.clip_range", f">= max_grad_norm + 8 device noise std = {bound:.4g} "
+              "(one window's clipped gradient plus a noise share must fit the encoding)", he.clip_range)

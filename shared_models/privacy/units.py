@@ -5,7 +5,7 @@ from __future__ import annotations
 from shared_models.config import Config
 
 # add/remove one disjoint training window (device ledger), or one whole device
-PRIVACY_UNIT = {"none": None, "example": "window", "user": "user", "example+user": "user"}
+PRIVACY_UNIT = {"none": None, "example": "window", "user": "user", "example+user": "user", "window": "window"}
 EXAMPLE_MODES = ("example", "example+user")  # modes with DP-SGD (and a window-level ledger) on the device
 DEVICE_LEDGER_UNIT = "window"
 

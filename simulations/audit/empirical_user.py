@@ -34,7 +34,7 @@ from typing import Any, Callable, ContextManager
 import numpy as np
 
 from shared_models.privacy import epsilon_from_history
-from shared_models.privacy import user_level
+from shared_models.privacy import user_level, window_level
 from shared_models.privacy.user_level import privatize_delta
 from simulations.audit.bound import GUESS_FRACTION, count_correct, epsilon_lower_bound, gaussian_epsilon_estimate
 
@@ -126,7 +126,7 @@ def _scores(total: np.ndarray, *, seed: int, m: int, d: int) -> np.ndarray:
 
 def empirical_user_audit(*, noise_multiplier: float, clip: float, min_train_nodes: int, delta: float,
                          confidence: float, canaries: int = DEFAULT_USER_CANARIES, design: str = "worst-case",
-                         seed: int = 0, privatize: Callable | None = None) -> UserEmpiricalResult:
+                         seed: int = 0, privatize: Callable | None = None, unit: str = "user") -> UserEmpiricalResult:
     """Run the canary-client audit of one user-level round; see the module docstring.
 
     ``privatize``: the device function audited (default :func:`privatize_delta`, looked up at call time)."""
@@ -149,11 +149,21 @@ def empirical_user_audit(*, noise_multiplier: float, clip: float, min_train_node
     gap = float(scores[included].mean() - scores[~included].mean()) if 0 < n_in < canaries else 0.0
     return UserEmpiricalResult(
         epsilon_lower=epsilon_lower_bound(m=canaries, r=2 * k, v=correct, delta=delta, confidence=confidence),
-        confidence=confidence, delta=delta, unit="user", design=design, canaries=canaries, included=n_in,
+        confidence=confidence, delta=delta, unit=unit, design=design, canaries=canaries, included=n_in,
         guesses=2 * k, correct=correct, dimension=d, mechanism_epsilon=mech, noise_multiplier=z, clip=float(clip),
         min_train_nodes=mtn, effective_noise_multiplier=eff, max_clipped_norm=largest, score_gap=gap,
         wall_s=round(time.perf_counter() - t0, 2),
         epsilon_estimate=gaussian_epsilon_estimate(scores[included], scores[~included], delta=delta))
+
+
+def privatize_window(gradient: np.ndarray, *, clip: float, noise_multiplier: float, min_contributors: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A device holding one window of gradient ``gradient`` under window-level DP: the devices' own per-window
+    clip and noise share (``shared_models.privacy.window_level``), sign restored (the device sends minus the
+    noisy sum; the server's decoding is post-processing). Returns (what is summed, the norm before clipping)."""
+    clipped, norms = window_level.clip_rows(np.asarray(gradient)[None, :], clip=clip)
+    std = user_level.device_noise_std(clip=clip, noise_multiplier=noise_multiplier, min_contributors=min_contributors)
+    return -window_level.noisy_negative_sum(clipped.sum(axis=0), noise_std=std, rng=rng), float(norms[0])
 
 
 def empirical_user_from_config(config: dict[str, Any], *, delta: float, confidence: float,
@@ -161,6 +171,11 @@ def empirical_user_from_config(config: dict[str, Any], *, delta: float, confiden
                                ) -> UserEmpiricalResult:
     """The audit with the parameters the devices were told (the run's config.json)."""
     p, f = config.get("privacy", {}), config.get("federated", {})
+    if p.get("mode") == "window":  # canary windows through the devices' per-window clip and noise share
+        return empirical_user_audit(noise_multiplier=float(p["noise_multiplier"]), clip=float(p["max_grad_norm"]),
+                                    min_train_nodes=int(f["min_train_nodes"]), delta=delta, confidence=confidence,
+                                    canaries=canaries, design=design, seed=int(f.get("seed", 0)),
+                                    privatize=privatize_window, unit="window")
     return empirical_user_audit(noise_multiplier=float(p["user_noise_multiplier"]), clip=float(p["user_clip"]),
                                 min_train_nodes=int(f["min_train_nodes"]), delta=delta, confidence=confidence,
                                 canaries=canaries, design=design, seed=int(f.get("seed", 0)))

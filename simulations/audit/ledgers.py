@@ -72,9 +72,24 @@ class Claim:
         return self.mode in USER_MODES and self.unit == "user"
 
     @property
+    def window_level(self) -> bool:
+        """Distributed DP-SGD (``privacy.mode = window``): the server accounts one window-level guarantee."""
+        return self.mode == "window" and self.unit == "window"
+
+    @property
+    def server_accounted(self) -> bool:
+        """One claim from the server's ledger (user modes and window mode), not from device ledgers."""
+        return self.user_level or self.window_level
+
+    @property
     def mechanism(self) -> str:
         if not self.private:
             return "none (no differential privacy)"
+        if self.window_level:
+            return (f"distributed DP-SGD on training windows: Poisson-subsampled Gaussian mechanism, population "
+                    f"sample rate q={_g(self.sample_rate)} (devices x windows), noise multiplier "
+                    f"{self.noise_multiplier:g}, per-window L2 clip {_g(self.max_grad_norm)}, {self.steps} rounds "
+                    f"(noise split over >= {self.min_train_nodes} devices)")
         if self.user_level:
             return (f"DP-FedAvg on whole devices: Poisson-subsampled Gaussian mechanism, client sample rate "
                     f"q={_g(self.sample_rate)}, noise multiplier {self.noise_multiplier:g}, per-device L2 clip "

@@ -30,8 +30,13 @@ def guarantee_sentence(audit: dict[str, Any]) -> str:
 
 
 def user_guarantee_sentence(audit: dict[str, Any]) -> str:
-    """The user-level guarantee in one sentence."""
+    """The user-level (or window-level distributed DP-SGD) guarantee in one sentence."""
     c = audit["claimed"]
+    if c.get("mode") == "window":
+        return (f"Every training window is protected by ({_num(c['epsilon'])}, {_num(c['delta'], 'g')})-DP at the "
+                f"unit of one training window anywhere in the population (added or removed), over all "
+                f"{c.get('steps')} rounds, via {c['mechanism']}, composed over rounds with the "
+                f"{(c['accountant'] or 'rdp').upper()} accountant; a device's whole history is not one unit.")
     return (f"Each device (user) is protected by ({_num(c['epsilon'])}, {_num(c['delta'], 'g')})-DP at the unit of "
             f"one whole device: everything it contributes to the shared model over all {c.get('steps')} rounds "
             f"(added or removed), via {c['mechanism']}, composed over rounds with the "
@@ -83,6 +88,11 @@ def histogram(values: list[float | None]) -> str:
     return "\n".join(lines) if lines else "(no device ledgers)"
 
 
+def _server_accounted(claimed: dict[str, Any]) -> bool:
+    """A claim from the server's ledger: user modes (unit user) and window mode (distributed DP-SGD)."""
+    return claimed.get("unit") == "user" or claimed.get("mode") == "window"
+
+
 def _cross_table(audit: dict[str, Any]) -> list[str]:
     xc, c = audit["cross_check"], audit["claimed"]
     rows = [("ours: fedinterest RDP (the claim)", c["epsilon"]),
@@ -90,14 +100,14 @@ def _cross_table(audit: dict[str, Any]) -> list[str]:
             ("dp_accounting RDP, library's own order grid", xc.get("rdp_library_orders_epsilon")),
             ("dp_accounting PLD, add/remove (tightest upper bound)", xc.get("pld_epsilon")),
             ("dp_accounting PLD, replace-one window (stronger notion; information)", xc.get("pld_replace_one_epsilon"))]
-    if c.get("unit") == "user":
+    if _server_accounted(c):
         rows = rows[:4]
         rows[1] = (f"{xc['library']}: {xc.get('event')}", xc["epsilon"])
-    out = ["| accountant | epsilon" + ("" if c.get("unit") == "user" else " (max over devices)") + " |", "|---|---:|"]
+    out = ["| accountant | epsilon" + ("" if _server_accounted(c) else " (max over devices)") + " |", "|---|---:|"]
     out += [f"| {name} | {_num(v)} |" for name, v in rows]
     diff = xc.get("max_relative_difference")
     out.append("")
-    which = "Difference" if c.get("unit") == "user" else "Largest per-device difference"
+    which = "Difference" if _server_accounted(c) else "Largest per-device difference"
     out.append(f"{which} ours vs. dp_accounting RDP (same orders): {_num(diff, '.2%')} "
                f"(tolerance {xc.get('tolerance', 0.05):.0%}).")
     return out
@@ -116,10 +126,11 @@ def _empirical(audit: dict[str, Any]) -> list[str]:
 
 def _empirical_lines(emp: dict[str, Any]) -> list[str]:
     mech = "infinite (no noise)" if emp.get("mechanism_epsilon") is None else _num(emp["mechanism_epsilon"])
-    if emp.get("unit") == "user":
-        return [f"One-run canary-client audit (Steinke, Nasr & Jagielski 2023) of one user-level round at sample "
-                f"rate 1 ({emp.get('design')} design{_WORST if emp.get('design') == 'worst-case' else ''}): "
-                f"{emp.get('canaries')} canary devices in dimension "
+    if emp.get("min_train_nodes") is not None:  # the distributed-noise audit (user or window unit)
+        what, kind = ("devices", "canary-client") if emp.get("unit") == "user" else ("windows", "canary-window")
+        return [f"One-run {kind} audit (Steinke, Nasr & Jagielski 2023) of one {emp.get('unit')}-level round at "
+                f"sample rate 1 ({emp.get('design')} design{_WORST if emp.get('design') == 'worst-case' else ''}): "
+                f"{emp.get('canaries')} canary {what} in dimension "
                 f"{emp.get('dimension')}, each clipped to {emp.get('clip')}, {emp.get('guesses')} guesses, "
                 f"{emp.get('correct')} correct.",
                 f"Empirical lower bound: epsilon >= {_num(emp['epsilon_lower'])} at {emp['confidence']:.0%} "
@@ -142,8 +153,9 @@ def _devices(d: dict[str, Any], title: str = "## Per-device epsilon") -> list[st
 
 def _user_sections(audit: dict[str, Any]) -> list[str]:
     led, c = audit.get("user_ledger") or {}, audit["claimed"]
+    level = "window" if c.get("mode") == "window" else "user"
     out = ["## Guarantee", "", user_guarantee_sentence(audit), *_dropouts(audit), "",
-           "## Server's user-level ledger", "",
+           f"## Server's {level}-level ledger", "",
            f"`{led.get('path')}`: {led.get('rounds')} rounds, epsilon {_num(led.get('epsilon'))} "
            f"(readable: {led.get('readable')}).", ""]
     ex = c.get("example")
@@ -163,7 +175,7 @@ def render(audit: dict[str, Any], run_dir: Path) -> str:
                 f"{'verified' if log['verified'] else 'FAILED'}: {log['rounds']} rounds"
                 + (f" ({log['reason']})" if log["reason"] else ""))
     target = audit["claimed"].get("target_epsilon")
-    head = (_user_sections(audit) if audit["claimed"].get("unit") == "user" else
+    head = (_user_sections(audit) if _server_accounted(audit["claimed"]) else
             ["## Guarantee", "", guarantee_sentence(audit), *_replace_one(audit), "", *_devices(audit["devices"])])
     lines = [f"# Privacy audit of `{run_dir}`", "", f"**Verdict: {audit['verdict']}**", "", *head,
              "## Budget", "", f"Target epsilon {_num(target, 'g')}; budget violations: {audit['budget_violations']}.",

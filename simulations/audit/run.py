@@ -15,6 +15,7 @@ The verdict is FAIL when any of these holds (each adds a reason):
 * the empirical lower bound (``empirical=True``) exceeds the accountant's ε of the audited mechanism.
 
 User-level runs (``privacy.mode = user | example+user``, claim unit ``user``; :mod:`simulations.audit.user`)
+and window-level distributed DP-SGD runs (``privacy.mode = window``, claim unit ``window``, same server ledger)
 replace the device-ledger checks by the server's ledger ``RUN_DIR/server/user_ledger.json`` (consistent with
 itself and the claim's z, q, steps and ε; within ``user_target_epsilon``), cross-check the claim with
 ``dp_accounting`` on ``SelfComposed(PoissonSampled(q, Gaussian(z)), steps)``, and check every verified
@@ -56,7 +57,7 @@ def _claimed(claim: Claim) -> dict[str, Any]:
     out = {"epsilon": claim.epsilon if private and finite else None, "delta": claim.delta if private else None,
            "unit": claim.unit, "mechanism": claim.mechanism, "accountant": claim.accountant if private else None,
            "target_epsilon": claim.target_epsilon, "mode": claim.mode}
-    if claim.user_level:
+    if claim.server_accounted:
         out.update(noise_multiplier=claim.noise_multiplier, clip=claim.max_grad_norm, sample_rate=claim.sample_rate,
                    steps=claim.steps, min_train_nodes=claim.min_train_nodes,
                    example=_claimed(claim.example) if claim.example is not None else None)
@@ -65,11 +66,11 @@ def _claimed(claim: Claim) -> dict[str, Any]:
 
 def _empirical_block(run_dir: Path, config: dict[str, Any], claim: Claim, confidence: float,
                      ) -> tuple[dict[str, Any] | None, list[str]]:
-    if claim.user_level:
+    if claim.server_accounted:
         from simulations.audit.empirical_user import empirical_user_from_config
 
         result = empirical_user_from_config(config, delta=claim.delta or 1e-5, confidence=confidence)
-        what = "one user-level round (devices' clipping and noise are not doing what is claimed)"
+        what = f"one {claim.unit}-level round (devices' clipping and noise are not doing what is claimed)"
     else:
         from simulations.audit.empirical import empirical_audit  # torch + model imports only when asked
 
@@ -88,8 +89,8 @@ def _preliminary(claim: Claim, config: dict[str, Any]) -> list[str]:
         reasons.append("privacy.mode is 'none': the run makes no differential-privacy claim")
     elif claim.epsilon is None or not math.isfinite(claim.epsilon):
         reasons.append(f"metrics.json claims no finite epsilon ({claim.epsilon!r})")
-    elif claim.user_level and not user_guarantee_ok(claim):
-        reasons.append(f"metrics.json's user-level claim lacks a valid sample rate or min_train_nodes "
+    elif claim.server_accounted and not user_guarantee_ok(claim):
+        reasons.append(f"metrics.json's {claim.unit}-level claim lacks a valid sample rate or min_train_nodes "
                        f"(q={claim.sample_rate!r}, min_train_nodes={claim.min_train_nodes!r})")
     if claim.private and config.get("privacy", {}).get("reproducible_noise"):
         reasons.append("privacy.reproducible_noise is on: the DP noise was seeded from public values, so anyone "
@@ -139,14 +140,14 @@ def audit_run(run_dir: str | Path, *, verify_log: bool = False, empirical: bool 
     rounds = metrics.get("rounds")
     log = check_log(run, required=verify_log, key_path=key_path,
                     expected_rounds=rounds if isinstance(rounds, int) else None, pinned_fingerprint=key_fingerprint)
-    if claim.user_level:
+    if claim.server_accounted:
         blocks, check_reasons, violations = _user_checks(run, config, claim, bool(log.block["verified"]))
     else:
         devices, xc, violations = _example_checks(run, claim)
         if not claim.private:
             xc.block.update({k: None for k in xc.block if k.endswith("epsilon") or k == "max_relative_difference"})
         blocks, check_reasons = {"cross_check": xc.block, "devices": devices.block}, devices.reasons + xc.reasons
-    window_claim = claim.example if claim.user_level else claim
+    window_claim = claim.example if claim.server_accounted else claim
     scan = scan_ledgers(run, window_claim) if window_claim is not None and window_claim.private else None
     consistency = check_consistency(run / ROUND_LOG_NAME, config, scan, log_verified=bool(log.block["verified"]))
     emp_block, emp_reasons = _empirical_block(run, config, claim, confidence) if empirical else (None, [])

@@ -1,4 +1,5 @@
-"""The audit's user-level checks (``privacy.mode = user | example+user``), each with its failure reasons.
+"""The audit's checks of a server-accounted claim (``privacy.mode = user | example+user``, unit user, and
+``privacy.mode = window``, unit window: the same server ledger), each with its failure reasons.
 
 * :func:`check_user_ledger`: the server's ledger ``RUN_DIR/server/user_ledger.json`` against itself (rows vs.
   the stored ε, delta, unit, target) and against the claim in ``metrics.json`` (same z and q on every row,
@@ -58,10 +59,10 @@ def _rows_vs_claim(led: DeviceLedger, claim: Claim) -> list[str]:
         out.append(f"{led.path}: {led.rounds - offset} rounds recorded but metrics.json claims {claim.steps} steps")
     claimed = claim.epsilon if claim.epsilon is not None else 0.0
     if led.epsilon > claimed * (1.0 + EPS_MATCH_REL):
-        out.append(f"metrics.json claims user-level epsilon {claimed:.4g} but the server's ledger spends "
+        out.append(f"metrics.json claims {claim.unit}-level epsilon {claimed:.4g} but the server's ledger spends "
                    f"{led.epsilon:.4g}")
     elif not _close(claimed, led.epsilon):
-        out.append(f"metrics.json claims user-level epsilon {claimed:.4g} but the server's ledger gives "
+        out.append(f"metrics.json claims {claim.unit}-level epsilon {claimed:.4g} but the server's ledger gives "
                    f"{led.epsilon:.4g}")
     return out
 
@@ -82,7 +83,7 @@ def check_user_ledger(run_dir: Path, claim: Claim) -> tuple[CheckResult, DeviceL
     violations = 0
     if limit is not None and led.epsilon > limit * (1.0 + EPS_MATCH_REL):
         violations = 1
-        reasons.append(f"user-level epsilon {led.epsilon:.4g} exceeds the target {limit:g} ({led.path})")
+        reasons.append(f"{claim.unit}-level epsilon {led.epsilon:.4g} exceeds the target {limit:g} ({led.path})")
     return CheckResult(block, reasons), led, violations
 
 
@@ -102,10 +103,10 @@ def check_user_crosscheck(claim: Claim, led: DeviceLedger | None) -> CheckResult
              "user": xc.to_json()}
     lib, reasons = library_name(), []
     if not xc.agrees:
-        reasons.append(f"claimed user-level epsilon {ours:.4g} differs from the {lib} RDP epsilon "
+        reasons.append(f"claimed {claim.unit}-level epsilon {ours:.4g} differs from the {lib} RDP epsilon "
                        f"{xc.rdp_same_orders:.4g} by {xc.relative_difference:.1%} (> {REL_TOLERANCE:.0%})")
     if xc.understated:
-        reasons.append(f"claimed user-level epsilon {ours:.4g} is below the {lib} PLD upper bound {xc.pld:.4g} "
+        reasons.append(f"claimed {claim.unit}-level epsilon {ours:.4g} is below the {lib} PLD upper bound {xc.pld:.4g} "
                        f"(understated)")
     return CheckResult(block, reasons)
 
@@ -115,8 +116,12 @@ def _log_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _noise_mismatch(noise: dict[str, Any], claim: Claim) -> str:
-    want = {"user_noise_multiplier": claim.noise_multiplier, "user_clip": claim.max_grad_norm,
-            "min_train_nodes": claim.min_train_nodes, "mode": claim.mode}
+    if claim.window_level:  # the devices' per-window clip and noise multiplier (server/run_log.noise_record)
+        want = {"noise_multiplier": claim.noise_multiplier, "max_grad_norm": claim.max_grad_norm,
+                "min_train_nodes": claim.min_train_nodes, "mode": claim.mode}
+    else:
+        want = {"user_noise_multiplier": claim.noise_multiplier, "user_clip": claim.max_grad_norm,
+                "min_train_nodes": claim.min_train_nodes, "mode": claim.mode}
     bad = [f"{k}={noise.get(k)!r} (claim {v!r})" for k, v in want.items()
            if not (noise.get(k) == v or (isinstance(v, float) and isinstance(noise.get(k), (int, float))
                                          and _close(float(noise[k]), v)))]

@@ -91,5 +91,8 @@ def config_brief(config: dict[str, Any]) -> list[tuple[str, str]]:
         if mode in ("user", "example+user"):
             rows.append(("user-level DP", f"clip {p.get('user_clip')}, sigma {p.get('user_noise_multiplier')}, "
                                           f"target eps {p.get('user_target_epsilon')}"))
+        if mode == "window":
+            rows.append(("window-level DP", f"distributed DP-SGD, window sample rate {p.get('window_sample_rate')}, "
+                                            f"expected batch {p.get('expected_batch')}"))
     rows.append(("secure aggregation", f"CKKS, N = {he.get('poly_modulus_degree')}" if he.get("enabled") else "off"))
     return rows
