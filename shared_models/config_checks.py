@@ -37,7 +37,9 @@ def validate(cfg: "Config") -> "Config":
           "true unless model.text_embeddings = true (items need some representation)", cfg.model.item_ids)
     check(cfg.train.lr > 0, "train.lr", "> 0", cfg.train.lr)
     check(cfg.train.batch_size > 0, "train.batch_size", "> 0", cfg.train.batch_size)
-    check(cfg.train.window_stride >= 0, "train.window_stride", ">= 0", cfg.train.window_stride)
+    check(0 <= cfg.train.window_stride <= cfg.model.max_len, "train.window_stride",
+          "in [0, model.max_len] (a longer stride would leave targets out)", cfg.train.window_stride)
+    check(cfg.train.max_train_s >= 0, "train.max_train_s", ">= 0 (0 = no cap)", cfg.train.max_train_s)
     check(cfg.train.device in ("cpu", "cuda", "auto"), "train.device", "cpu | cuda | auto",
           cfg.train.device)
     check(cfg.data.min_interactions >= 3, "data.min_interactions", ">= 3", cfg.data.min_interactions)

@@ -2,7 +2,9 @@
 
 Contract (RecBole-style, so models are interchangeable):
 - ``calculate_loss(batch) -> Tensor``: batch has ``inputs`` and ``targets``, both (B, T) item indices,
-  0 = padding / ignored. Full softmax cross-entropy over all items at every position.
+  0 = padding / ignored. Full softmax cross-entropy over all items at every position. An optional
+  ``columns`` (C,) lists the only positions that carry targets; the others are then not scored at all (the
+  same loss, less work: overlapping windows carry a few targets each).
 - ``full_sort_predict(batch) -> Tensor``: batch has ``inputs`` (B, T) (left-padded history); returns (B, I)
   scores for the whole catalogue, from the last position. Masking seen items is the evaluator's job.
 - ``shared_state()`` / ``personal_state()``: the federated split. SHARED (learned by all devices together):
@@ -73,7 +75,8 @@ class InterestModel(nn.Module):
             self.long = LongTermEncoder(hidden=D, max_len=cfg.max_len, num_layers=cfg.num_layers,
                                         num_heads=cfg.num_heads, inner=cfg.inner, dropout=cfg.dropout)
         if cfg.kind in ("short", "long-short"):
-            self.short = ShortTermEncoder(hidden=D, short_len=cfg.short_len, dropout=cfg.dropout)
+            self.short = ShortTermEncoder(hidden=D, short_len=cfg.short_len, dropout=cfg.dropout,
+                                          strict=cfg.strict_short)
         if cfg.kind == "long-short":
             self.gate = FusionGate(D)
         self.register_buffer("item_prior", None, persistent=False)  # (I,) output bias, e.g. the DP popularity prior
@@ -105,15 +108,17 @@ class InterestModel(nn.Module):
         # zero padded positions explicitly: nn.Embedding's padding_idx is not honoured by per-sample grads
         return self.emb_drop(self.emb_ln(x)) * (items != PAD).unsqueeze(-1)
 
-    def encode(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
-        """User vectors at every position: keys ``user`` and (long-short) ``long``, ``short``, ``gate``."""
+    def encode(self, items: torch.Tensor, cols: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """User vectors (B, C, D) at positions ``cols`` ((C,) indices; every position when None): keys
+        ``user`` and (long-short) ``long``, ``short``, ``gate``."""
         pad = items == PAD  # (B, T)
         emb = self.embed(items)
         out: dict[str, torch.Tensor] = {}
         if self.cfg.kind in ("long", "long-short"):
-            out["long"] = self.long(emb, pad)
+            long = self.long(emb, pad)  # (B, T, D): every position is a key of the later ones
+            out["long"] = long if cols is None else long[:, cols]
         if self.cfg.kind in ("short", "long-short"):
-            out["short"] = self.short(emb, pad)
+            out["short"] = self.short(emb, pad, cols)
         if self.cfg.kind == "long-short":
             out["user"], out["gate"] = self.gate(out["long"], out["short"])
         else:
@@ -133,8 +138,10 @@ class InterestModel(nn.Module):
 
     # -- contract -------------------------------------------------------------------------------------
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        targets = batch["targets"]
-        enc = self.encode(batch["inputs"])
+        targets, cols = batch["targets"], batch.get("columns")
+        if cols is not None:
+            targets = targets[:, cols]  # (B, C)
+        enc = self.encode(batch["inputs"], cols)
         loss = self._ce(enc["user"], targets)
         if self.cfg.kind == "long-short" and self.cfg.aux_weight > 0:
             loss = loss + self.cfg.aux_weight * (self._ce(enc["long"], targets) + self._ce(enc["short"], targets))
@@ -150,7 +157,8 @@ class InterestModel(nn.Module):
 
     @torch.no_grad()
     def full_sort_predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.score(self.encode(batch["inputs"])["user"][:, -1])  # (B, I)
+        last = torch.tensor([batch["inputs"].shape[1] - 1], device=batch["inputs"].device)
+        return self.score(self.encode(batch["inputs"], last)["user"][:, -1])  # (B, I)
 
     # -- federated split ------------------------------------------------------------------------------
     def shared_state(self) -> "OrderedDict[str, torch.Tensor]":
