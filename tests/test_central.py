@@ -77,5 +77,3 @@ def test_wall_cap_stops_after_one_epoch_and_every_prefix_strict_short_trains(tmp
     res = train_central(cfg.validate(), progress=False)
     assert res["epochs"] == 1 and res["stopped_by"] == "train.max_train_s"
     assert np.isfinite(res["history"][0]["loss"]) and 0 <= res["metrics"]["ndcg@10"] <= 1
-    full = train_central(_cfg(csv, "long"), progress=False)
-    assert full["stopped_by"] in ("patience", "epochs")
