@@ -86,6 +86,8 @@ def _validate_federated(cfg: "Config") -> None:
         check(cfg.model.dropout == 0.0, "model.dropout", "0 with federated.backend = cohort",
               cfg.model.dropout)
         check(f.cohort_size >= 1, "federated.cohort_size", ">= 1", f.cohort_size)
+        check(not cfg.model.strict_short, "model.strict_short", "false with federated.backend = cohort",
+              cfg.model.strict_short)
     check(f.device in ("cpu", "cuda", "auto"), "federated.device", "cpu | cuda | auto", f.device)
     check(p.mode in PRIVACY_MODES, "privacy.mode", f"one of {PRIVACY_MODES}", p.mode)
     if p.user_level:

@@ -86,3 +86,5 @@ def test_strict_short_is_refused_by_dp_sgd_and_stride_is_bounded():
                        seed=0)
     with pytest.raises(ValueError, match="train.window_stride"):
         build_config(overrides=["model.max-len=10", "train.window-stride=11"])
+    with pytest.raises(ValueError, match="model.strict_short"):
+        build_config(overrides=["model.strict-short=true", "federated.backend=cohort", "model.dropout=0"])
