@@ -41,12 +41,20 @@ def as_run(result: dict) -> dict:
 
 
 def parse_runs(items: list[list[str]]) -> dict[str, list[dict]]:
+    """``[["a=f0", "a=f1"], ["b=g0", "g1"]]`` -> {label: runs}: each group's first item names its label; the
+    others may repeat it (as shell brace expansion does: ``a=f{0,1}``) or give the file alone."""
     runs: dict[str, list[dict]] = {}
     for group in items:
         label, _, first = group[0].partition("=")
         if not first:
             raise SystemExit(f"--runs {group[0]!r}: expected LABEL=FILE [FILE ...]")
-        runs[label] = [as_run(json.loads(Path(f).read_text())) for f in [first, *group[1:]]]
+        files = [first]
+        for item in group[1:]:
+            other, sep, path = item.partition("=")
+            if sep and other != label:
+                raise SystemExit(f"--runs {item!r}: one --runs takes one label ({label!r})")
+            files.append(path if sep else item)
+        runs[label] = [as_run(json.loads(Path(f).read_text())) for f in files]
     return runs
 
 

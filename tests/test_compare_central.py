@@ -23,7 +23,7 @@ def test_a_model_ranking_every_target_first_beats_one_ranking_them_last(tmp_path
     bad = [_result(tmp_path / f"b{s}.json", s, [100] * n, [100] * n) for s in (0, 1)]
     peer = tmp_path / "peer.json"
     peer.write_text(json.dumps({"seed": 0, "wall_s": 2.0, "ranks": {"masked": [11] * n, "unmasked": [1] * n}}))
-    runs = parse_runs([[f"good={good[0]}", good[1]], [f"bad={bad[0]}", bad[1]], [f"peer={peer}"]])
+    runs = parse_runs([[f"good={good[0]}", good[1]], [f"bad={bad[0]}", f"bad={bad[1]}"], [f"peer={peer}"]])
     assert [r["seed"] for r in runs["good"]] == [0, 1] and runs["peer"][0]["ranks"]["unmasked"][0] == 1
     lines = paired_lines(runs, "good", num_samples=200)
     masked_vs_bad = next(line for line in lines if "masked NDCG@10, good minus bad" in line and "unmasked" not in line)
