@@ -30,8 +30,12 @@ class DataConfig:
 class ModelConfig:
     kind: str = "long-short"  # pop | long | short | long-short
     hidden: int = 64  # D, RecBole SASRec default
-    max_len: int = 50  # L, RecBole MAX_ITEM_LIST_LENGTH default
+    max_len: int = 50  # L, RecBole MAX_ITEM_LIST_LENGTH default: items the model (and its long-term encoder) reads
     short_len: int = 10  # k: the short-term encoder pools over the last k positions
+    # true: the short-term encoder reads ONLY the last short_len items at each position (its GRU restarts on
+    # that window), so long and short are two horizons of the same history; false: its GRU reads all max_len
+    # items and only the pooling is limited to the last short_len states. true needs no example-level DP.
+    strict_short: bool = False
     num_layers: int = 2
     num_heads: int = 2
     inner: int = 256  # feed-forward width
@@ -63,7 +67,11 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
-    window_stride: int = 0  # 0 = disjoint windows (each interaction in exactly one sample)
+    # centralized training only (devices always use disjoint windows): 0 = disjoint windows of max_len + 1
+    # items (each interaction in exactly one sample); s > 0 = a window ends every s items, so each target
+    # sees at least max_len - s + 1 items of context (1 = every prefix, as SASRec/GRU4Rec train)
+    window_stride: int = 0
+    max_train_s: float = 0.0  # stop after the epoch that ends past this many seconds of training (0 = no cap)
     eval_batch_size: int = 256
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto

@@ -47,7 +47,9 @@ def validate(cfg: "Config") -> "Config":
           cfg.model.neural_gate_init)
     check(cfg.train.lr > 0, "train.lr", "> 0", cfg.train.lr)
     check(cfg.train.batch_size > 0, "train.batch_size", "> 0", cfg.train.batch_size)
-    check(cfg.train.window_stride >= 0, "train.window_stride", ">= 0", cfg.train.window_stride)
+    check(0 <= cfg.train.window_stride <= cfg.model.max_len, "train.window_stride",
+          "in [0, model.max_len] (a longer stride would leave targets out)", cfg.train.window_stride)
+    check(cfg.train.max_train_s >= 0, "train.max_train_s", ">= 0 (0 = no cap)", cfg.train.max_train_s)
     check(cfg.train.device in ("cpu", "cuda", "auto"), "train.device", "cpu | cuda | auto",
           cfg.train.device)
     check(cfg.data.min_interactions >= 3, "data.min_interactions", ">= 3", cfg.data.min_interactions)
@@ -95,6 +97,8 @@ def _validate_federated(cfg: "Config") -> None:
         check(cfg.model.dropout == 0.0, "model.dropout", "0 with federated.backend = cohort",
               cfg.model.dropout)
         check(f.cohort_size >= 1, "federated.cohort_size", ">= 1", f.cohort_size)
+        check(not cfg.model.strict_short, "model.strict_short", "false with federated.backend = cohort",
+              cfg.model.strict_short)
     check(f.device in ("cpu", "cuda", "auto"), "federated.device", "cpu | cuda | auto", f.device)
     check(p.mode in PRIVACY_MODES, "privacy.mode", f"one of {PRIVACY_MODES}", p.mode)
     if p.user_level:

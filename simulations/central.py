@@ -43,16 +43,17 @@ def train_central(cfg: Config, *, progress: bool = True, track_dir: Path | None 
     history: list[dict[str, float]] = []
     if cfg.model.kind == "pop":
         best_valid, _ = evaluate_split_both(model, split, stage="valid", **ev)
-        best_epoch, best_state = 0, None
+        best_epoch, best_state, stopped_by = 0, None, "closed form"
     else:
-        best_valid, best_epoch, best_state = _fit(cfg, model, split, rng, device, ev, history, progress, tracker)
+        best_valid, best_epoch, best_state, stopped_by = _fit(cfg, model, split, rng, device, ev, history, progress,
+                                                              tracker)
         model.load_state_dict(best_state)
     test, test_ranks = evaluate_split_both(model, split, stage="test", **ev)
     result = {
         "dataset": cfg.data.dataset, "model": cfg.model.kind, "config": cfg.to_dict(), "protocol": chosen,
         "metrics": test[chosen], f"metrics_{other}": test[other],
         "valid_metrics": best_valid[chosen], f"valid_metrics_{other}": best_valid[other], "epochs": len(history),
-        "best_epoch": best_epoch,
+        "best_epoch": best_epoch, "stopped_by": stopped_by,
         "num_users": len(split.train), "num_items": split.num_items - 1, "dropped_users": split.dropped_users,
         "num_parameters": sum(p.numel() for p in model.parameters()) if cfg.model.kind != "pop" else 0,
         "wall_s": round(time.perf_counter() - t0, 2), "history": history,
@@ -68,6 +69,7 @@ def _fit(cfg: Config, model, split, rng, device, ev, history, progress, tracker:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     windows = build_windows(split.train, max_len=cfg.model.max_len, stride=cfg.train.window_stride)
     log.info("%d training windows from %d users", len(windows), len(split.train))
+    t_start, stopped_by = time.perf_counter(), "epochs"
     chosen = protocols(cfg.eval.mask_history)[0]
     best, best_epoch, best_state, bad = {chosen: {SELECT_METRIC: -1.0}}, 0, None, 0
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -76,7 +78,8 @@ def _fit(cfg: Config, model, split, rng, device, ev, history, progress, tracker:
         task = bar.add_task(f"train {cfg.model.kind}", total=cfg.train.epochs, info="")
         for epoch in range(1, cfg.train.epochs + 1):
             t_epoch = time.perf_counter()
-            loss = train_epoch(model, opt, windows, batch_size=cfg.train.batch_size, rng=rng, device=device)
+            loss = train_epoch(model, opt, windows, batch_size=cfg.train.batch_size, rng=rng, device=device,
+                               columns=True)
             valid, _ = evaluate_split_both(model, split, stage="valid", **ev)
             tracker.log(epoch, {"train/loss": loss, **{f"valid/{k}": v for k, v in valid[chosen].items()},
                                 "time/epoch_s": time.perf_counter() - t_epoch})
@@ -92,5 +95,9 @@ def _fit(cfg: Config, model, split, rng, device, ev, history, progress, tracker:
             if not progress:
                 log.info("epoch %d: %s", epoch, info)
             if bad >= cfg.train.patience:
+                stopped_by = "patience"
                 break
-    return best, best_epoch, best_state
+            if cfg.train.max_train_s and time.perf_counter() - t_start > cfg.train.max_train_s:
+                stopped_by = "train.max_train_s"
+                break
+    return best, best_epoch, best_state, stopped_by

@@ -68,3 +68,12 @@ def test_training_with_text_embeddings_runs_and_learns(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no item metadata"):
         train_central(_cfg(csv, "long", **{"text-embeddings": True}), progress=False)
     assert np.isfinite(res["wall_s"])
+
+
+def test_wall_cap_stops_after_one_epoch_and_every_prefix_strict_short_trains(tmp_path):
+    csv = synthetic_csv(tmp_path / "s.csv", users=30, items=40)
+    cfg = _cfg(csv, "long-short", strict_short=True)
+    cfg.train.window_stride, cfg.train.max_train_s = 1, 1e-9
+    res = train_central(cfg.validate(), progress=False)
+    assert res["epochs"] == 1 and res["stopped_by"] == "train.max_train_s"
+    assert np.isfinite(res["history"][0]["loss"]) and 0 <= res["metrics"]["ndcg@10"] <= 1

@@ -88,26 +88,51 @@ class LongTermEncoder(nn.Module):
 
 
 class ShortTermEncoder(nn.Module):
-    """GRU over the sequence, then attention pooling at each position over its last ``short_len`` outputs.
+    """A GRU, then attention pooling at each position over its last ``short_len`` GRU states.
 
-    The output at position t depends only on items at positions <= t (causal), and the pooling looks at the
-    most recent ``short_len`` GRU states, which is what makes this the short-term (session) interest.
+    The output at position t depends only on items at positions <= t (causal). Two horizons:
+
+    - ``strict = False``: one GRU runs over the whole input and only the pooling is limited to the last
+      ``short_len`` states (each state still carries everything before it).
+    - ``strict = True``: position t reads ONLY the items at t - short_len + 1 .. t (a GRU restarted on that
+      window), so an item further back cannot change it; the long-term encoder owns the rest of the history.
+      Its samples mix positions in one batch, so it does not support Opacus' per-sample gradients.
     """
 
-    def __init__(self, *, hidden: int, short_len: int, dropout: float) -> None:
+    def __init__(self, *, hidden: int, short_len: int, dropout: float, strict: bool = False) -> None:
         super().__init__()
-        self.short_len = short_len
+        self.short_len, self.strict = short_len, strict
         self.gru = DPGRU(hidden, hidden, batch_first=True)
         self.query = nn.Linear(hidden, hidden)
         self.key = nn.Linear(hidden, hidden)
         self.ln = nn.LayerNorm(hidden)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, emb: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def forward(self, emb: torch.Tensor, pad: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, C, D) at positions ``cols`` ((C,) indices; all T positions when None)."""
+        if self.strict:
+            return self._windowed(emb, pad, torch.arange(emb.shape[1], device=emb.device) if cols is None else cols)
         states, _ = self.gru(self.drop(emb))  # (B, T, D)
         q = self.query(states)  # (B, T, D): the latest state asks which recent items matter
         k = self.key(states)  # (B, T, D)
         att = q @ k.transpose(-2, -1) / math.sqrt(states.shape[-1])  # (B, T, T)
         allowed = causal_mask(pad, window=self.short_len)[:, 0]  # (B, T, T)
         att = att.masked_fill(~allowed, NEG_INF).softmax(dim=-1)
-        return self.ln(att @ states)  # (B, T, D)
+        out = self.ln(att @ states)  # (B, T, D)
+        return out if cols is None else out[:, cols]
+
+    def _windowed(self, emb: torch.Tensor, pad: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        B, _, D = emb.shape
+        k, C = self.short_len, cols.shape[0]
+        idx = cols[:, None] + torch.arange(1 - k, 1, device=emb.device)  # (C, k): window of each position
+        outside = idx < 0
+        idx = idx.clamp(min=0)
+        wpad = pad[:, idx] | outside  # (B, C, k)
+        win = (emb[:, idx] * ~wpad.unsqueeze(-1)).reshape(B * C, k, D)  # (B*C, k, D), padding zeroed
+        states, _ = self.gru(self.drop(win))  # (B*C, k, D)
+        q = self.query(states[:, -1:])  # (B*C, 1, D): the window's latest state asks
+        att = q @ self.key(states).transpose(-2, -1) / math.sqrt(D)  # (B*C, 1, k)
+        allowed = ~wpad.reshape(B * C, 1, k)
+        allowed[..., -1] = True  # the position itself, so padded queries stay finite
+        att = att.masked_fill(~allowed, NEG_INF).softmax(dim=-1)
+        return self.ln((att @ states)[:, 0]).view(B, C, D)  # (B, C, D)

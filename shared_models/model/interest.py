@@ -2,7 +2,9 @@
 
 Contract (RecBole-style, so models are interchangeable):
 - ``calculate_loss(batch) -> Tensor``: batch has ``inputs`` and ``targets``, both (B, T) item indices,
-  0 = padding / ignored. Full softmax cross-entropy over all items at every position.
+  0 = padding / ignored. Full softmax cross-entropy over all items at every position. An optional
+  ``columns`` (C,) lists the only positions that carry targets; the others are then not scored at all (the
+  same loss, less work: overlapping windows carry a few targets each).
 - ``full_sort_predict(batch) -> Tensor``: batch has ``inputs`` (B, T) (left-padded history); returns (B, I)
   scores for the whole catalogue, from the last position. Masking seen items is the evaluator's job.
 - ``shared_state()`` / ``personal_state()``: the federated split. SHARED (learned by all devices together):
@@ -76,7 +78,8 @@ class InterestModel(nn.Module):
             self.long = LongTermEncoder(hidden=D, max_len=cfg.max_len, num_layers=cfg.num_layers,
                                         num_heads=cfg.num_heads, inner=cfg.inner, dropout=cfg.dropout)
         if cfg.kind in ("short", "long-short"):
-            self.short = ShortTermEncoder(hidden=D, short_len=cfg.short_len, dropout=cfg.dropout)
+            self.short = ShortTermEncoder(hidden=D, short_len=cfg.short_len, dropout=cfg.dropout,
+                                          strict=cfg.strict_short)
         if cfg.kind == "long-short":
             self.gate = FusionGate(D)
         self.register_buffer("item_prior", None, persistent=False)  # (I,) output bias, e.g. the DP popularity prior
@@ -115,15 +118,17 @@ class InterestModel(nn.Module):
         # zero padded positions explicitly: nn.Embedding's padding_idx is not honoured by per-sample grads
         return self.emb_drop(self.emb_ln(x)) * (items != PAD).unsqueeze(-1)
 
-    def encode(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
-        """User vectors at every position: keys ``user`` and (long-short) ``long``, ``short``, ``gate``."""
+    def encode(self, items: torch.Tensor, cols: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """User vectors (B, C, D) at positions ``cols`` ((C,) indices; every position when None): keys
+        ``user`` and (long-short) ``long``, ``short``, ``gate``."""
         pad = items == PAD  # (B, T)
         emb = self.embed(items)
         out: dict[str, torch.Tensor] = {}
         if self.cfg.kind in ("long", "long-short"):
-            out["long"] = self.long(emb, pad)
+            long = self.long(emb, pad)  # (B, T, D): every position is a key of the later ones
+            out["long"] = long if cols is None else long[:, cols]
         if self.cfg.kind in ("short", "long-short"):
-            out["short"] = self.short(emb, pad)
+            out["short"] = self.short(emb, pad, cols)
         if self.cfg.kind == "long-short":
             out["user"], out["gate"] = self.gate(out["long"], out["short"])
         else:
@@ -150,9 +155,13 @@ class InterestModel(nn.Module):
 
     # -- contract -------------------------------------------------------------------------------------
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        targets = batch["targets"]
-        enc = self.encode(batch["inputs"])
+        targets, cols = batch["targets"], batch.get("columns")
+        if cols is not None:
+            targets = targets[:, cols]  # (B, C)
+        enc = self.encode(batch["inputs"], cols)
         content = self.content(batch["inputs"]) if self.content is not None else None  # (B, T, I)
+        if content is not None and cols is not None:
+            content = content[:, cols]  # (B, C, I)
         loss = self._ce(enc["user"], targets, content)
         if self.cfg.kind == "long-short" and self.cfg.aux_weight > 0:
             loss = loss + self.cfg.aux_weight * (self._ce(enc["long"], targets, content, fused=False)
@@ -174,8 +183,9 @@ class InterestModel(nn.Module):
 
     def predict(self, items: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded histories -> (B, I) scores from the last position (traceable)."""
+        last = torch.tensor([items.shape[1] - 1], device=items.device)
         content = self.content.last(items) if self.content is not None else None  # (B, I)
-        return self.score(self.encode(items)["user"][:, -1], content)  # (B, I)
+        return self.score(self.encode(items, last)["user"][:, -1], content)  # (B, I)
 
     # -- federated split ------------------------------------------------------------------------------
     def shared_state(self) -> "OrderedDict[str, torch.Tensor]":

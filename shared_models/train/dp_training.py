@@ -65,6 +65,9 @@ def train_local_dp(model: torch.nn.Module, windows: Windows, *, epochs: int, lr:
     Steps per epoch = round(1 / q) with q = batch_size / num_examples (capped at 1). Opacus wraps the
     model in a GradSampleModule; the caller's ``model`` object holds the trained weights afterwards.
     """
+    if getattr(getattr(model, "cfg", None), "strict_short", False):
+        raise ValueError("model.strict_short = true is not supported with Opacus DP-SGD (its windowed GRU "
+                         "puts a sample's positions in the batch dimension, which per-sample gradient hooks own)")
     n = len(windows)
     q = sample_rate_for(n, batch_size)
     gen = torch.Generator().manual_seed(seed)

@@ -9,9 +9,11 @@ target ``w[1:]`` (next-item prediction at every position).
 - ``stride == 0`` (default, and required for interaction-level DP): windows are DISJOINT, so every
   interaction sits in exactly one sample (as input, target or both). Changing one interaction changes one
   sample, which is what makes example-level DP-SGD protect an interaction.
-- ``stride > 0``: windows end every ``stride`` items and overlap as context; each interaction is still a
-  *target* exactly once (targets already covered by a later window are masked to 0), but it appears as
-  context in up to ``ceil(max_len / stride)`` samples. Use only without DP (more context per target).
+- ``0 < stride <= max_len``: windows end every ``stride`` items and overlap as context; each interaction is
+  still a *target* exactly once (targets already covered by a later window are masked to 0), with at least
+  ``min(p, max_len - stride + 1)`` items of context at position ``p``; ``stride == 1`` gives every target
+  ``min(p, max_len)``, as every-prefix training does. An interaction appears as context in up to
+  ``ceil(max_len / stride)`` samples, so use it only without DP (centralized training).
 """
 
 from __future__ import annotations

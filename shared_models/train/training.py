@@ -8,19 +8,28 @@ import torch
 from shared_models.train.sequences import Windows, iterate_batches
 
 
-def batch_to_device(windows: Windows, idx: np.ndarray, device: str | torch.device) -> dict[str, torch.Tensor]:
-    return {"inputs": torch.from_numpy(windows.inputs[idx]).to(device),
-            "targets": torch.from_numpy(windows.targets[idx]).to(device)}
+def batch_to_device(windows: Windows, idx: np.ndarray, device: str | torch.device, *,
+                    columns: bool = False) -> dict[str, torch.Tensor]:
+    """The batch ``idx``; ``columns``: also the positions that carry a target in it (``calculate_loss``
+    scores only those)."""
+    targets = windows.targets[idx]
+    batch = {"inputs": torch.from_numpy(windows.inputs[idx]).to(device),
+             "targets": torch.from_numpy(targets).to(device)}
+    if columns:
+        batch["columns"] = torch.from_numpy(np.flatnonzero((targets != 0).any(axis=0))).to(device)
+    return batch
 
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, windows: Windows, *,
-                batch_size: int, rng: np.random.Generator, device: str | torch.device = "cpu") -> float:
-    """One shuffled pass over ``windows``; returns the mean batch loss."""
+                batch_size: int, rng: np.random.Generator, device: str | torch.device = "cpu",
+                columns: bool = False) -> float:
+    """One shuffled pass over ``windows``; returns the mean batch loss. ``columns``: score only the
+    positions of a batch that carry a target (the same loss; pays off with overlapping windows)."""
     model.train()
     losses = []
     for idx in iterate_batches(len(windows), batch_size, generator=rng):
         optimizer.zero_grad(set_to_none=True)
-        loss = model.calculate_loss(batch_to_device(windows, idx, device))
+        loss = model.calculate_loss(batch_to_device(windows, idx, device, columns=columns))
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Compare `fedinterest train-central` result files: a table of both protocols and paired intervals.
+
+Each ``--runs LABEL=FILE [FILE ...]`` is one configuration over seeds: train-central result JSONs, or
+bench_peers run files (``runs/bench-peers/ease-seed0.json``); both carry each user's test rank under both
+protocols. Prints a markdown table (mean ± std over seeds of Recall@10, NDCG@10, MRR@10,
+masked and unmasked, and the mean wall seconds), then, for every other label against ``--ref``, NDCG@10 of
+ref minus it with a 95% paired bootstrap over users: per seed (same seed, same users) and on per-user
+values averaged over the seeds.
+
+    python benchmarks/compare_central.py --ref long-short \
+        --runs long-short=runs/quality/ls-s10-seed{0,1,2}.json long=runs/quality/long-s10-seed{0,1,2}.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from peerbench.compare import HEADLINE, format_table, per_user_means, summary_rows  # noqa: E402
+from shared_models.train.evaluation import PROTOCOLS  # noqa: E402
+from shared_models.train.metrics import paired_bootstrap  # noqa: E402
+
+
+def as_run(result: dict) -> dict:
+    """A train-central result in peerbench's run layout: seed, wall_s and the ranks of both protocols (a
+    bench_peers run file already is one)."""
+    if "ranks" in result:
+        return result
+    chosen = result["protocol"]
+    other = next(p for p in PROTOCOLS if p != chosen)
+    return {"seed": result["config"]["train"]["seed"], "wall_s": result["wall_s"], "epochs": result["epochs"],
+            "ranks": {chosen: result["test_ranks"], other: result[f"test_ranks_{other}"]}}
+
+
+def parse_runs(items: list[list[str]]) -> dict[str, list[dict]]:
+    """``[["a=f0", "a=f1"], ["b=g0", "g1"]]`` -> {label: runs}: each group's first item names its label; the
+    others may repeat it (as shell brace expansion does: ``a=f{0,1}``) or give the file alone."""
+    runs: dict[str, list[dict]] = {}
+    for group in items:
+        label, _, first = group[0].partition("=")
+        if not first:
+            raise SystemExit(f"--runs {group[0]!r}: expected LABEL=FILE [FILE ...]")
+        files = [first]
+        for item in group[1:]:
+            other, sep, path = item.partition("=")
+            if sep and other != label:
+                raise SystemExit(f"--runs {item!r}: one --runs takes one label ({label!r})")
+            files.append(path if sep else item)
+        runs[label] = [as_run(json.loads(Path(f).read_text())) for f in files]
+    return runs
+
+
+def paired_lines(runs: dict[str, list[dict]], ref: str, *, num_samples: int) -> list[str]:
+    """NDCG@10 of ``ref`` minus every other label, per seed and seed-averaged, both protocols."""
+    lines = []
+    for label, others in runs.items():
+        if label == ref:
+            continue
+        for p in PROTOCOLS:
+            parts = []
+            mine = {r["seed"]: r for r in runs[ref]}
+            for r in others:
+                if r["seed"] in mine:
+                    a = per_user_means([mine[r["seed"]]], p)[HEADLINE]
+                    b = per_user_means([r], p)[HEADLINE]
+                    d, lo, hi = paired_bootstrap(a, b, num_samples=num_samples, seed=r["seed"])
+                    parts.append(f"seed {r['seed']} {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+            d, lo, hi = paired_bootstrap(per_user_means(runs[ref], p)[HEADLINE], per_user_means(others, p)[HEADLINE],
+                                         num_samples=num_samples, seed=0)
+            parts.append(f"seed-averaged {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+            lines.append(f"- {p} NDCG@10, {ref} minus {label}: " + "; ".join(parts))
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", nargs="+", action="append", required=True, metavar="LABEL=FILE [FILE ...]")
+    ap.add_argument("--ref", required=True, help="the label the others are compared with")
+    ap.add_argument("--bootstrap-samples", type=int, default=2000)
+    args = ap.parse_args()
+    runs = parse_runs(args.runs)
+    if args.ref not in runs:
+        raise SystemExit(f"--ref {args.ref!r} is not one of the labels {sorted(runs)}")
+    np.seterr(all="ignore")
+    print(format_table(summary_rows(runs)))
+    print("\n".join(paired_lines(runs, args.ref, num_samples=args.bootstrap_samples)))
+    for label, rs in runs.items():
+        print(f"- {label}: epochs {[r.get('epochs') for r in rs]}, wall s {[round(r['wall_s']) for r in rs]}")
+
+
+if __name__ == "__main__":
+    main()

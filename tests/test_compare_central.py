@@ -1,0 +1,33 @@
+"""benchmarks/compare_central.py: train-central results and bench_peers runs side by side, paired intervals."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from compare_central import paired_lines, parse_runs  # noqa: E402
+
+
+def _result(path: Path, seed: int, ranks: list[int], unmasked: list[int]) -> str:
+    path.write_text(json.dumps({"protocol": "masked", "config": {"train": {"seed": seed}}, "wall_s": 1.0,
+                                "epochs": 3, "test_ranks": ranks, "test_ranks_unmasked": unmasked}))
+    return str(path)
+
+
+def test_a_model_ranking_every_target_first_beats_one_ranking_them_last(tmp_path):
+    n = 50
+    good = [_result(tmp_path / f"g{s}.json", s, [1] * n, [2] * n) for s in (0, 1)]
+    bad = [_result(tmp_path / f"b{s}.json", s, [100] * n, [100] * n) for s in (0, 1)]
+    peer = tmp_path / "peer.json"
+    peer.write_text(json.dumps({"seed": 0, "wall_s": 2.0, "ranks": {"masked": [11] * n, "unmasked": [1] * n}}))
+    runs = parse_runs([[f"good={good[0]}", good[1]], [f"bad={bad[0]}", f"bad={bad[1]}"], [f"peer={peer}"]])
+    assert [r["seed"] for r in runs["good"]] == [0, 1] and runs["peer"][0]["ranks"]["unmasked"][0] == 1
+    lines = paired_lines(runs, "good", num_samples=200)
+    masked_vs_bad = next(line for line in lines if "masked NDCG@10, good minus bad" in line and "unmasked" not in line)
+    assert "seed 0 +1.0000 [+1.0000, +1.0000]" in masked_vs_bad  # NDCG@10 of rank 1 is 1, of rank 100 is 0
+    unmasked_vs_peer = next(line for line in lines if line.startswith("- unmasked NDCG@10, good minus peer"))
+    expected = 1 / np.log2(3) - 1
+    assert f"seed 0 {expected:+.4f}" in unmasked_vs_peer
