@@ -36,7 +36,7 @@ MODE_OVERRIDES = {  # what each mode needs beyond the config (example-level DP h
     "none": ["privacy.mode=none"],
     "user": ["privacy.mode=user"],
     "example": ["privacy.mode=example", "privacy.prior=false", "privacy.target-epsilon=1000"],
-    "window": ["privacy.mode=window"],
+    "window": ["privacy.mode=window", "privacy.prior=false", "federated.personal-short-term=false"],
 }
 
 

@@ -88,7 +88,9 @@ def test_unknown_optimizer_names_the_key():
 @pytest.mark.parametrize("sections,needle", [
     ({"federated": {"server-optimizer": "fedadam"}, "he": {"enabled": True}}, "he.enabled = true"),
     ({"federated": {"server-optimizer": "fedavgm"}, "he": {"enabled": False}, "privacy": {"mode": "user"}},
-     "user-level"),
+     "privacy.mode = 'user'"),
+    ({"federated": {"server-optimizer": "fedadam"}, "he": {"enabled": False}, "privacy": {"mode": "window"},
+      "model": {"kind": "long"}}, "privacy.mode = 'window'"),
     ({"federated": {"server-optimizer": "sgd"}}, "fedavg | fedavgm | fedadam"),
     ({"federated": {"server-optimizer": "fedadam", "server-beta2": 1.0}, "he": {"enabled": False}},
      "server_beta2"),

@@ -3,6 +3,7 @@
 Layout of the output directory ``DIR``::
 
     DIR/points/<slug>/          one simulate() RUN_DIR per grid point (metrics.json, history.csv, ...)
+    DIR/keys/<slug>/            that point's keys, outside its RUN_DIR (``fedinterest audit ... --keys-dir``)
     DIR/references/<name>.json  train_central() results: "central" (base model) and "pop" (popularity)
     DIR/summary.csv, summary.md one row per point and reference
     DIR/frontier_recall.png, frontier_ndcg.png, learning_curves.png
@@ -14,6 +15,7 @@ A point that fails is logged and left out; the others still run, and the sweep t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -35,7 +37,7 @@ from simulations.sweep.spec import SweepSpec
 
 log = logging.getLogger(__name__)
 
-POINTS_DIR, REFERENCES_DIR = "points", "references"
+POINTS_DIR, REFERENCES_DIR, KEYS_DIR = "points", "references", "keys"  # keys: one folder per point (audit --keys-dir)
 METRICS_FILE, HISTORY_FILE = "metrics.json", "history.csv"
 FRONTIER_FILES = {"recall@10": "frontier_recall.png", "ndcg@10": "frontier_ndcg.png"}
 CURVES_FILE = "learning_curves.png"
@@ -100,8 +102,11 @@ def plan(spec: SweepSpec, out: Path) -> tuple[list[SweepPoint], list[_Job]]:
 
 def _point_job(point: SweepPoint, out: Path) -> _Job:
     run_dir = out / POINTS_DIR / point.slug
-    return _Job(point.slug, run_dir / METRICS_FILE, point.config,
-                run=lambda: simulate(point.config, run_dir, progress=False),
+    cfg = point.config
+    if not cfg.he.keys_dir:  # keys beside the run would put a KEYS_SUFFIX folder among the points
+        cfg = dataclasses.replace(cfg, he=dataclasses.replace(cfg.he, keys_dir=str((out / KEYS_DIR / point.slug).resolve())))
+    return _Job(point.slug, run_dir / METRICS_FILE, cfg,
+                run=lambda: simulate(cfg, run_dir, progress=False),
                 to_row=lambda res: sweep_summary.point_row(point.slug, point.settings, res))
 
 
