@@ -97,7 +97,6 @@ def user_privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats
     """User-level claim from the server's accountant; in example+user mode the device ledgers ride along."""
     p, f = cfg.privacy, cfg.federated
     example = privacy_summary(cfg, run_dir, pop, stats) if p.mode == "example+user" else None
-    contributors = [s.valid for s in stats if s.valid >= f.min_train_nodes]
     return {"mode": p.mode, "unit": "user", "epsilon": accountant.epsilon, "delta": p.delta,
             "target_epsilon": p.user_target_epsilon, "noise_multiplier": p.user_noise_multiplier,
             "max_grad_norm": p.user_clip, "sample_rate": accountant.q, "steps": accountant.rounds,
@@ -112,15 +111,9 @@ def user_privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats
                           + (f", composed with the popularity prior's release (each device's distinct-item "
                              f"histogram clipped to L2 {p.prior_clip}, noise multiplier {p.prior_noise_multiplier} "
                              f"on the sum, sample rate 1, once)" if accountant.prior_charged else "")),
-            "holds_against": (
-                "everyone who sees the model; the server sees only the encrypted sum (threat model section 5)"
-                if cfg.he.enabled else
-                "those who see the model, NOT the server: without HE it sees each device's noisy delta, whose own "
-                f"noise multiplier is only {p.user_noise_multiplier / f.min_train_nodes ** 0.5:.3g} per round"),
-            "min_train_nodes": f.min_train_nodes, "server_lr": f.server_lr,
-            "min_contributors_in_released_rounds": min(contributors) if contributors else 0,
-            "noise_source": ("public seed (TESTING ONLY: not private)" if p.reproducible_noise else "device secret"),
-            "ledger": "RUN_DIR/server/user_ledger.json", "example": example}
+            **_distributed_common(cfg, stats, noise_multiplier=p.user_noise_multiplier, sections="section 5",
+                                  what="noisy delta"),
+            "example": example}
 
 
 WINDOW_UNIT_DEFINITION = ("add/remove one training window anywhere in the population (a disjoint slice of one "
@@ -131,7 +124,6 @@ WINDOW_UNIT_DEFINITION = ("add/remove one training window anywhere in the popula
 def window_privacy_summary(cfg: Config, stats: list[RoundStats], accountant) -> dict[str, Any]:
     """Window-level claim of distributed DP-SGD, from the server's accountant (``privacy.mode = window``)."""
     p, f = cfg.privacy, cfg.federated
-    contributors = [s.valid for s in stats if s.valid >= f.min_train_nodes]
     return {"mode": p.mode, "unit": "window", "epsilon": accountant.epsilon, "delta": p.delta,
             "target_epsilon": p.target_epsilon, "noise_multiplier": p.noise_multiplier,
             "max_grad_norm": p.max_grad_norm, "sample_rate": accountant.q, "steps": accountant.rounds,
@@ -146,15 +138,26 @@ def window_privacy_summary(cfg: Config, stats: list[RoundStats], accountant) -> 
                           f"L2 {p.max_grad_norm}, sums them and adds N(0, ({p.noise_multiplier}*{p.max_grad_norm})^2/"
                           f"{f.min_train_nodes}) per coordinate before encryption; weight 1, global -= server_lr * "
                           f"sum / {p.expected_batch:g}; RDP accountant over {accountant.rounds} rounds"),
-            "holds_against": (
-                "everyone who sees the model; the server sees only the encrypted sum (threat model sections 5 and 7)"
-                if cfg.he.enabled else
-                "those who see the model, NOT the server: without HE it sees each device's noisy sum, whose own "
-                f"noise multiplier is only {p.noise_multiplier / f.min_train_nodes ** 0.5:.3g} per round"),
-            "min_train_nodes": f.min_train_nodes, "server_lr": f.server_lr,
-            "min_contributors_in_released_rounds": min(contributors) if contributors else 0,
-            "noise_source": ("public seed (TESTING ONLY: not private)" if p.reproducible_noise else "device secret"),
-            "ledger": "RUN_DIR/server/user_ledger.json", "example": None}
+            **_distributed_common(cfg, stats, noise_multiplier=p.noise_multiplier, sections="sections 5 and 7",
+                                  what="noisy sum"),
+            "example": None}
+
+
+def _distributed_common(cfg: Config, stats: list[RoundStats], *, noise_multiplier: float, sections: str,
+                        what: str) -> dict[str, Any]:
+    """The fields every distributed-noise claim (user, window) reports the same way."""
+    p, f = cfg.privacy, cfg.federated
+    contributors = [s.valid for s in stats if s.valid >= f.min_train_nodes]
+    return {
+        "holds_against": (
+            f"everyone who sees the model; the server sees only the encrypted sum (threat model {sections})"
+            if cfg.he.enabled else
+            f"those who see the model, NOT the server: without HE it sees each device's {what}, whose own "
+            f"noise multiplier is only {noise_multiplier / f.min_train_nodes ** 0.5:.3g} per round"),
+        "min_train_nodes": f.min_train_nodes, "server_lr": f.server_lr,
+        "min_contributors_in_released_rounds": min(contributors) if contributors else 0,
+        "noise_source": ("public seed (TESTING ONLY: not private)" if p.reproducible_noise else "device secret"),
+        "ledger": "RUN_DIR/server/user_ledger.json"}
 
 
 def he_summary(cfg: Config, stats: list[RoundStats], strategy) -> dict[str, Any]:
