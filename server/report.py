@@ -97,12 +97,9 @@ def user_privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats
     """User-level claim from the server's accountant; in example+user mode the device ledgers ride along."""
     p, f = cfg.privacy, cfg.federated
     example = privacy_summary(cfg, run_dir, pop, stats) if p.mode == "example+user" else None
-    return {"mode": p.mode, "unit": "user", "epsilon": accountant.epsilon, "delta": p.delta,
+    return {"mode": p.mode, "unit": "user", **_accounted(cfg, stats, accountant),
             "target_epsilon": p.user_target_epsilon, "noise_multiplier": p.user_noise_multiplier,
-            "max_grad_norm": p.user_clip, "sample_rate": accountant.q, "steps": accountant.rounds,
-            "epsilon_mean": accountant.epsilon, "accountant": p.accountant,
-            "refusals": int(sum(s.refused for s in stats)),
-            "device_updates": int(sum(s.valid for s in stats)),
+            "max_grad_norm": p.user_clip,
             "unit_definition": USER_UNIT_DEFINITION,
             "mechanism": (f"DP-FedAvg, Poisson client sampling q={accountant.q:.6g}; each device clips its shared "
                           f"delta to L2 {p.user_clip} and adds N(0, ({p.user_noise_multiplier}*{p.user_clip})^2/"
@@ -124,13 +121,10 @@ WINDOW_UNIT_DEFINITION = ("add/remove one training window anywhere in the popula
 def window_privacy_summary(cfg: Config, stats: list[RoundStats], accountant) -> dict[str, Any]:
     """Window-level claim of distributed DP-SGD, from the server's accountant (``privacy.mode = window``)."""
     p, f = cfg.privacy, cfg.federated
-    return {"mode": p.mode, "unit": "window", "epsilon": accountant.epsilon, "delta": p.delta,
+    return {"mode": p.mode, "unit": "window", **_accounted(cfg, stats, accountant),
             "target_epsilon": p.target_epsilon, "noise_multiplier": p.noise_multiplier,
-            "max_grad_norm": p.max_grad_norm, "sample_rate": accountant.q, "steps": accountant.rounds,
-            "epsilon_mean": accountant.epsilon, "accountant": p.accountant,
+            "max_grad_norm": p.max_grad_norm,
             "window_sample_rate": p.window_sample_rate, "expected_batch": p.expected_batch,
-            "refusals": int(sum(s.refused for s in stats)),
-            "device_updates": int(sum(s.valid for s in stats)),
             "unit_definition": WINDOW_UNIT_DEFINITION,
             "mechanism": (f"distributed DP-SGD: Poisson client sampling q_d={f.clients_per_round}/N, each sampled "
                           f"device keeps each training window with probability {p.window_sample_rate} (population "
@@ -141,6 +135,13 @@ def window_privacy_summary(cfg: Config, stats: list[RoundStats], accountant) -> 
             **_distributed_common(cfg, stats, noise_multiplier=p.noise_multiplier, sections="sections 5 and 7",
                                   what="noisy sum"),
             "example": None}
+
+
+def _accounted(cfg: Config, stats: list[RoundStats], accountant) -> dict[str, Any]:
+    """The server accountant's figures and the participation counts of a distributed-noise claim."""
+    return {"epsilon": accountant.epsilon, "delta": cfg.privacy.delta, "sample_rate": accountant.q,
+            "steps": accountant.rounds, "epsilon_mean": accountant.epsilon, "accountant": cfg.privacy.accountant,
+            "refusals": int(sum(s.refused for s in stats)), "device_updates": int(sum(s.valid for s in stats))}
 
 
 def _distributed_common(cfg: Config, stats: list[RoundStats], *, noise_multiplier: float, sections: str,

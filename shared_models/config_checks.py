@@ -121,24 +121,20 @@ def _validate_federated(cfg: "Config") -> None:
 
 
 def _validate_user_level(cfg: "Config") -> None:
-    f, p, he = cfg.federated, cfg.privacy, cfg.he
+    f, p = cfg.federated, cfg.privacy
     for key in ("user_clip", "user_noise_multiplier", "user_target_epsilon", "delta"):
         check(getattr(p, key) > 0, f"privacy.{key}", "> 0 with user-level DP", getattr(p, key))
     check(f.server_lr > 0, "federated.server_lr", "> 0", f.server_lr)
     check(f.fraction_train == 0, "federated.fraction_train",
           "0 with user-level DP (clients_per_round sets the Poisson rate and the fixed denominator)",
           f.fraction_train)
-    if he.enabled:
-        check(he.pack_bits == 0, "he.pack_bits", "0 (float mode) with user-level DP: noisy deltas are summed "
-              "over rounds", he.pack_bits)
-        bound = p.user_clip + 8 * p.user_noise_multiplier * p.user_clip / math.sqrt(f.min_train_nodes)
-        check(he.clip_range >= bound, "he.clip_range", f">= user_clip + 8 device noise std = {bound:.4g} "
-              "(a noisy delta coordinate must fit the encoding)", he.clip_range)
+    _check_noisy_sum_encoding(cfg, clip=p.user_clip, noise_multiplier=p.user_noise_multiplier,
+                              clip_key="user_clip", mode="user-level DP", what="a noisy delta coordinate")
 
 
 def _validate_window_level(cfg: "Config") -> None:
     """Window-level distributed DP-SGD: per-window clip ``max_grad_norm``, noise multiplier ``noise_multiplier``."""
-    f, p, he = cfg.federated, cfg.privacy, cfg.he
+    f, p = cfg.federated, cfg.privacy
     check(0 < p.window_sample_rate <= 1, "privacy.window_sample_rate", "in (0, 1]", p.window_sample_rate)
     check(p.expected_batch > 0, "privacy.expected_batch", "> 0 (the public denominator of the noisy gradient sum)",
           p.expected_batch)
@@ -153,9 +149,19 @@ def _validate_window_level(cfg: "Config") -> None:
           f.personal_short_term)
     check(not p.prior, "privacy.prior", "false with privacy.mode = 'window' (the prior is accounted per device, "
           "not per window)", p.prior)
-    if he.enabled:
-        check(he.pack_bits == 0, "he.pack_bits", "0 (float mode) with privacy.mode = 'window': noisy sums are "
-              "summed over rounds", he.pack_bits)
-        bound = p.max_grad_norm + 8 * p.noise_multiplier * p.max_grad_norm / math.sqrt(f.min_train_nodes)
-        check(he.clip_range >= bound, "he.clip_range", f">= max_grad_norm + 8 device noise std = {bound:.4g} "
-              "(one window's clipped gradient plus a noise share must fit the encoding)", he.clip_range)
+    _check_noisy_sum_encoding(cfg, clip=p.max_grad_norm, noise_multiplier=p.noise_multiplier,
+                              clip_key="max_grad_norm", mode="privacy.mode = 'window'",
+                              what="one window's clipped gradient plus a noise share")
+
+
+def _check_noisy_sum_encoding(cfg: "Config", *, clip: float, noise_multiplier: float, clip_key: str, mode: str,
+                              what: str) -> None:
+    """Under HE a clipped, noised contribution is summed over rounds in float mode and must fit the encoding."""
+    he = cfg.he
+    if not he.enabled:
+        return
+    check(he.pack_bits == 0, "he.pack_bits", f"0 (float mode) with {mode}: noisy sums are summed over rounds",
+          he.pack_bits)
+    bound = clip + 8 * noise_multiplier * clip / math.sqrt(cfg.federated.min_train_nodes)
+    check(he.clip_range >= bound, "he.clip_range", f">= {clip_key} + 8 device noise std = {bound:.4g} "
+          f"({what} must fit the encoding)", he.clip_range)
