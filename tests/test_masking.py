@@ -130,14 +130,19 @@ def test_pair_terms_cancel_exactly_and_only_the_self_masks_remain(keys):
                               mk[3].upload_mask(pubs, context=b"other round", **shape))
 
 
+def _assert_exact_sum(ctx, pub, summed, payloads, masks, vectors, weights, ids, contributors) -> None:
+    """The masked sum equals the unmasked one bit for bit and decrypts to the contributors' weighted mean."""
+    assert summed == unmasked_sum_bytes(pub, payloads, masks)
+    mean, total = decrypt_average(ctx, summed, cfg=CFG)
+    ref, ref_total = reference(vectors, weights, ids, contributors)
+    assert total == pytest.approx(ref_total, abs=1e-3)
+    assert np.linalg.norm(mean - ref) / np.linalg.norm(ref) < 1e-4
+
+
 def test_masked_round_decrypts_to_the_average_and_equals_the_unmasked_sum_bit_for_bit(keys):
     ctx, pub = keys
     summed, payloads, _, masks, _, (vectors, weights, ids) = run_round(ctx, pub, 8)
-    assert summed == unmasked_sum_bytes(pub, payloads, masks)
-    mean, total = decrypt_average(ctx, summed, cfg=CFG)
-    ref, ref_total = reference(vectors, weights, ids, set(ids))
-    assert total == pytest.approx(ref_total, abs=1e-3)
-    assert np.linalg.norm(mean - ref) / np.linalg.norm(ref) < 1e-4
+    _assert_exact_sum(ctx, pub, summed, payloads, masks, vectors, weights, ids, set(ids))
 
 
 def test_a_key_holder_decrypting_one_masked_update_reads_uniform_noise(keys):
@@ -210,11 +215,7 @@ def test_thirty_percent_dropped_before_upload_leaves_the_survivors_exact_sum(key
     dropped = {101, 104, 108}
     summed, payloads, _, masks, _, (vectors, weights, ids) = run_round(ctx, pub, 10, drop_before_upload=dropped)
     assert set(payloads).isdisjoint(dropped) and len(payloads) == 7
-    assert summed == unmasked_sum_bytes(pub, payloads, masks)
-    mean, total = decrypt_average(ctx, summed, cfg=CFG)
-    ref, ref_total = reference(vectors, weights, ids, set(payloads))
-    assert total == pytest.approx(ref_total, abs=1e-3)
-    assert np.linalg.norm(mean - ref) / np.linalg.norm(ref) < 1e-4
+    _assert_exact_sum(ctx, pub, summed, payloads, masks, vectors, weights, ids, set(payloads))
 
 
 def test_a_device_silent_at_unmasking_stays_in_the_sum(keys):
