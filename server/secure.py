@@ -83,9 +83,7 @@ class SecureAggregation:
         return self.latest
 
     def begin(self, round_id: int, sampled: list[int]) -> SecureRound:
-        agg = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he,
-                         expected_params=self.n_params)
-        self.round = SecureRound(round_id, set(sampled), agg)
+        self.round = SecureRound(round_id, set(sampled), self._summed([]))
         self.excluded = []
         return self.round
 
@@ -136,12 +134,13 @@ class SecureAggregation:
         return ok
 
     # -- confirming a sum before release ---------------------------------------------------------------
-    def _subsum(self, updates: Sequence[tuple[int, bytes]]) -> bytes:
+    def _summed(self, updates: Sequence[tuple[int, bytes]]) -> Aggregator:
+        """An aggregator (the server's own count and shape limits) holding the sum of ``updates``."""
         agg = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he,
                          expected_params=self.n_params)
         for _, payload in updates:
             agg.add(payload)
-        return agg.to_bytes()
+        return agg
 
     def _confirm(self, rnd: SecureRound, min_train_nodes: int) -> bool:
         """Ask a key holder whether the round's sum decrypts; if not, find and exclude the updates that break
@@ -173,10 +172,12 @@ class SecureAggregation:
         if check(rnd.aggregator.to_bytes()):
             return True
         updates = list(rnd.updates)
-        search = find_defective(len(updates), lambda group: check(self._subsum([updates[i] for i in group])))
+        search = find_defective(len(updates),
+                                lambda group: check(self._summed([updates[i] for i in group]).to_bytes()))
         bad = set(search.defective)
         rest = [u for i, u in enumerate(updates) if i not in bad]
-        released = len(rest) >= min_train_nodes and bool(bad) and check(self._subsum(rest))
+        rest_sum = self._summed(rest) if len(rest) >= min_train_nodes and bad else None
+        released = rest_sum is not None and check(rest_sum.to_bytes())
         self.excluded = [updates[i][0] for i in sorted(bad)]  # recorded once every question was answered
         note = (f"its sum did not decrypt on the key holder (node {holder}): excluded after group testing over "
                 f"sub-sums ({search.queries} questions for {len(updates)} updates)")
@@ -184,10 +185,7 @@ class SecureAggregation:
             rnd.rejected.append((node, note))
             self.rejected.append((rnd.round_id, node, note))
         if released:
-            rnd.aggregator = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he,
-                                        expected_params=self.n_params)
-            for _, payload in rest:
-                rnd.aggregator.add(payload)
+            rnd.aggregator = rest_sum
         else:
             why = (f"{len(rest)} updates remain < min_train_nodes={min_train_nodes}" if len(rest) < min_train_nodes
                    else "the remaining updates still do not decrypt")
