@@ -18,16 +18,16 @@ import numpy as np
 import torch
 
 from shared_models.config import Config
+from shared_models.config_checks import ENCODING_SIGMAS
 from shared_models.model.state import unflatten
-from shared_models.privacy.user_level import device_noise_std
-from shared_models.privacy.window_level import noisy_negative_sum, sample_windows
+from shared_models.privacy.user_level import device_noise_std, poisson_sample
+from shared_models.privacy.window_level import noisy_negative_sum
 from shared_models.train.dp_training import LocalTrainResult
 from shared_models.train.sequences import Windows
 from shared_models.train.window_grads import clipped_gradient_sum
 
 WINDOW_SAMPLE_STREAM = 3  # SeedSequence spawn keys of the device secret: window sampling, then the noise share
 WINDOW_NOISE_STREAM = 4
-ENCODING_SIGMAS = 8.0  # the box bound leaves room for this many noise standard deviations (config_checks)
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def window_step(model: torch.nn.Module, windows: Windows, *, keys: list[str], cf
     """Sample this round's windows and sum their clipped per-window gradients (no optimizer step)."""
     p = cfg.privacy
     rng = np.random.default_rng([noise_seed, WINDOW_SAMPLE_STREAM])
-    kept = sample_windows(len(windows), rate=p.window_sample_rate, rng=rng)
+    kept = poisson_sample(len(windows), sample_rate=p.window_sample_rate, rng=rng)  # Poisson, as devices are
     batch = Windows(windows.inputs[kept], windows.targets[kept])
     total, _ = clipped_gradient_sum(model, batch, keys=keys, clip=p.max_grad_norm, device=device)
     return WindowGradients(num_examples=len(windows), steps=1, sample_rate=p.window_sample_rate,

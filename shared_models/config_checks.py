@@ -14,6 +14,7 @@ USER_MODES = ("user", "example+user")  # device-level DP of the shared model (di
 # noise added once to the (encrypted) sum, split over devices, accounted by the server: user modes and window
 DISTRIBUTED_MODES = USER_MODES + ("window",)
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # server/optimizers.py
+ENCODING_SIGMAS = 8  # a noisy contribution's encoding range leaves room for this many noise std devs
 
 
 class ConfigError(ValueError):
@@ -162,6 +163,7 @@ def _check_noisy_sum_encoding(cfg: "Config", *, clip: float, noise_multiplier: f
         return
     check(he.pack_bits == 0, "he.pack_bits", f"0 (float mode) with {mode}: noisy sums are summed over rounds",
           he.pack_bits)
-    bound = clip + 8 * noise_multiplier * clip / math.sqrt(cfg.federated.min_train_nodes)
-    check(he.clip_range >= bound, "he.clip_range", f">= {clip_key} + 8 device noise std = {bound:.4g} "
+    bound = clip + ENCODING_SIGMAS * noise_multiplier * clip / math.sqrt(cfg.federated.min_train_nodes)
+    check(he.clip_range >= bound, "he.clip_range",
+          f">= {clip_key} + {ENCODING_SIGMAS} device noise std = {bound:.4g} "
           f"({what} must fit the encoding)", he.clip_range)

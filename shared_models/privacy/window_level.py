@@ -32,13 +32,6 @@ def population_sample_rate(*, device_rate: float, window_rate: float) -> float:
     return device_rate * window_rate
 
 
-def sample_windows(num_windows: int, *, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the windows kept this round: each independently with probability ``rate``."""
-    if not 0.0 < rate <= 1.0:
-        raise ValueError(f"window sample rate must be in (0, 1], got {rate}")
-    return np.flatnonzero(rng.random(num_windows) < rate)
-
-
 def clip_rows(per_window: np.ndarray, *, clip: float) -> tuple[np.ndarray, np.ndarray]:
     """(each row scaled to L2 norm <= clip, the rows' norms before clipping); rows are windows."""
     if clip <= 0:
