@@ -114,3 +114,11 @@ def test_neural_gate_needs_a_path_that_trains_the_encoders():
     with pytest.raises(ConfigError, match="model.neural_gate_init"):
         build_config({"model": {"kind": "long", "neural-gate": True}})
     build_config({"model": {"kind": "long", "neural-gate": True, "neural-gate-init": 0.1}})
+
+
+def test_scores_at_chosen_columns_equal_those_columns_of_every_position():
+    torch.manual_seed(0)
+    sc = ContentScorer(text=torch.randn(NUM_ITEMS, 8), horizons=(1, 3, 5), init_weight=2.0)
+    x = torch.randint(0, NUM_ITEMS, (2, 9))
+    cols = torch.tensor([2, 5, 8])
+    assert torch.allclose(sc(x, cols), sc(x)[:, cols])

@@ -42,13 +42,16 @@ class ContentScorer(nn.Module):
             out.append(csum[:, pos + 1] - csum[:, start])  # (B, T, E) sum over the window (padding adds 0)
         return F.normalize(torch.stack(out, dim=2), dim=-1)  # (B, T, H, E); an all-padding window stays 0
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, T, I) content scores at every position.
+    def forward(self, items: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) -> (B, C, I) content scores at positions ``cols`` ((C,) indices; every position when None).
 
         sum_h w_h cos(t_i, p_h) = t_i . (sum_h w_h p_h): the weights mix the profiles first, so one
-        (B*T, E) x (E, I) product scores the catalogue."""
-        mixed = self.weights(self.profiles(items).transpose(-1, -2)).squeeze(-1)  # (B, T, E, H) -> (B, T, E)
-        return mixed @ self.text.T  # (B, T, I)
+        (B*C, E) x (E, I) product scores the catalogue."""
+        profiles = self.profiles(items)  # (B, T, H, E): cumulative sums, cheap at every position
+        if cols is not None:
+            profiles = profiles[:, cols]  # (B, C, H, E)
+        mixed = self.weights(profiles.transpose(-1, -2)).squeeze(-1)  # (B, C, E, H) -> (B, C, E)
+        return mixed @ self.text.T  # (B, C, I)
 
     def last(self, items: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, I) content scores at the last position only (ranking)."""

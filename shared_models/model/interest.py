@@ -159,9 +159,7 @@ class InterestModel(nn.Module):
         if cols is not None:
             targets = targets[:, cols]  # (B, C)
         enc = self.encode(batch["inputs"], cols)
-        content = self.content(batch["inputs"]) if self.content is not None else None  # (B, T, I)
-        if content is not None and cols is not None:
-            content = content[:, cols]  # (B, C, I)
+        content = self.content(batch["inputs"], cols) if self.content is not None else None  # (B, C, I)
         loss = self._ce(enc["user"], targets, content)
         if self.cfg.kind == "long-short" and self.cfg.aux_weight > 0:
             loss = loss + self.cfg.aux_weight * (self._ce(enc["long"], targets, content, fused=False)
