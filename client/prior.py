@@ -8,10 +8,12 @@ every instruction carries the released sum (encrypted under HE); the device deco
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from client import masks
 from client.secure import decrypt_shared, device_keys, encode_update
 from shared_models.messages import TrainReply
 from shared_models.model.state import stable_hash
@@ -40,9 +42,11 @@ def contribute(inp: "RoundInput") -> TrainReply:
                                rng=np.random.default_rng([seed, USER_PRIOR_STREAM]))
     d.store.record_contribution(PRIOR_ROUND)  # before the contribution leaves the device
     if cfg.he.enabled:
-        reply.payload, reply.signature, encrypt_s = encode_update({PRIOR_KEY: noisy}, weight=1,
-                                                                  keys=device_keys(d.keys_dir, d.data.device_id),
-                                                                  round_id=PRIOR_ROUND, run_id=inp.run_id)
+        keys = device_keys(d.keys_dir, d.data.device_id)
+        mask = (functools.partial(masks.upload_mask, d.store, keys, run_id=inp.run_id, round_id=PRIOR_ROUND)
+                if cfg.he.masking else None)
+        reply.payload, reply.signature, encrypt_s = encode_update({PRIOR_KEY: noisy}, weight=1, keys=keys,
+                                                                  round_id=PRIOR_ROUND, run_id=inp.run_id, mask=mask)
         reply.metrics = {"encrypt_s": encrypt_s}
     else:
         reply.shared, reply.num_examples = {PRIOR_KEY: noisy.astype(np.float32)}, 1

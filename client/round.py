@@ -7,6 +7,7 @@ batched training step (``step``) into it. A round's inputs are one ``RoundInput`
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -14,12 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from client import prior
+from client import masks, prior
 from client.device import TrainOutcome, TrainStep, device_evaluate, finish_round, local_step, prepare_round
 from client.secure import device_keys, encode_update, global_model, sum_decrypts
 from client.store import DeviceStore
 from client.user_dp import user_level_decoding
 from shared_models.config import Config
+from shared_models.crypto import DeviceKeys
 from shared_models.datasets.population import DeviceData
 from shared_models.messages import TrainReply
 from shared_models.model.state import initial_shared
@@ -155,10 +157,24 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
     if cfg.he.enabled:
         keys = device_keys(inp.device.keys_dir, device_id)
         reply.payload, reply.signature, reply.metrics["encrypt_s"] = encode_update(
-            out.shared, weight=weight, keys=keys, round_id=inp.round_id, run_id=inp.run_id)
+            out.shared, weight=weight, keys=keys, round_id=inp.round_id, run_id=inp.run_id, mask=round_mask(inp, keys))
     else:
         reply.shared, reply.num_examples = out.shared, weight
     return reply
+
+
+def round_mask(inp: RoundInput, keys: DeviceKeys):
+    """This round's pairwise c0 mask maker under ``he.masking`` (None without masking)."""
+    if not inp.cfg.he.masking:
+        return None
+    return functools.partial(masks.upload_mask, inp.device.store, keys, run_id=inp.run_id, round_id=inp.round_id)
+
+
+def answer_mask(inp: RoundInput, stage: str, request: bytes) -> bytes:
+    """The device's reply to a masking request of this round (``client/masks.py``); ValueError: refused."""
+    d = inp.device
+    return masks.answer(stage, request, store=d.store, keys=device_keys(d.keys_dir, d.data.device_id),
+                        run_id=inp.run_id, round_id=inp.round_id)
 
 
 def unit_weights(cfg: Config) -> bool:

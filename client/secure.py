@@ -12,6 +12,7 @@ import functools
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +102,14 @@ def global_model(blob: bytes | None, keys: DeviceKeys, template: dict[str, np.nd
 
 
 def encode_update(shared: dict[str, np.ndarray], *, weight: int, keys: DeviceKeys, round_id: int,
-                  run_id: str = "") -> tuple[bytes, bytes, float]:
-    """(payload, signature, encrypt seconds) for this device's weighted shared weights."""
+                  run_id: str = "", mask: Callable[[int], np.ndarray] | None = None) -> tuple[bytes, bytes, float]:
+    """(payload, signature, encrypt seconds) for this device's weighted shared weights. ``mask``: the round's
+    pairwise c0 mask for an update of n parameters (``client/masks.py::upload_mask``), when masking is on."""
     t0 = time.perf_counter()
     weight = min(weight, keys.he.max_weight)  # FedAvg weight cap: the encoding's overflow bound needs it
-    payload = encrypt_update(keys.context, flatten(shared), weight=float(weight), cfg=keys.he)
+    flat = flatten(shared)
+    payload = encrypt_update(keys.context, flat, weight=float(weight), cfg=keys.he,
+                             c0_mask=None if mask is None else mask(flat.size))
     signature = sign_update(keys.signing_key, round_id=round_id, device_id=keys.device_id,
                             payload_sha256=payload_sha256(payload), run_id=run_id)
     return payload, signature, time.perf_counter() - t0

@@ -10,8 +10,8 @@ import numpy as np
 from flwr.app import Message, MessageType
 
 from shared_models.config import Config
-from shared_models.messages import (STAGE_CHECK_SUM, TrainReply, config_to_json, decode_identity, decode_rank,
-                                    decode_sum_check, decode_train_reply, instruction_builder)
+from shared_models.messages import (STAGE_CHECK_SUM, TrainReply, config_to_json, decode_identity, decode_mask_reply,
+                                    decode_rank, decode_sum_check, decode_train_reply, instruction_builder)
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # waiting for nodes to register
@@ -95,8 +95,10 @@ class GridTransport:
     def node_ids(self) -> list[int]:
         return list(range(len(self._ids)))
 
-    def _send(self, nodes: list[int], content_fn, message_type: str) -> dict[int, Message]:
-        """Replies by node index; nodes that do not answer before ``timeout_s`` are missing."""
+    def _send(self, nodes: list[int], content_fn, message_type: str, *,
+              per_node: Callable[[int], object] | None = None) -> dict[int, Message]:
+        """Replies by node index; nodes that do not answer before ``timeout_s`` are missing. Every node's message
+        content is ``content_fn()``, or ``per_node(n)`` when given."""
         if self.alive is not None and not self.alive():
             raise RuntimeError(f"the simulation job of {self.run_dir} has ended (engine crashed or stopped): "
                                "stopping this server loop")
@@ -107,7 +109,8 @@ class GridTransport:
             batch = []
             while pending and len(in_flight) + len(batch) < window:
                 n = pending.pop()
-                batch.append((n, Message(content_fn(), dst_node_id=self._ids[n], message_type=message_type)))
+                content = content_fn() if per_node is None else per_node(n)
+                batch.append((n, Message(content, dst_node_id=self._ids[n], message_type=message_type)))
             if batch:
                 pushed = {str(i) for i in self.grid.push_messages([m for _, m in batch]) if i}
                 for n, m in batch:  # a message the link refused gets no reply: that node counts as dropped
@@ -127,6 +130,24 @@ class GridTransport:
         return instruction_builder(self._config_json, received, round_id=round_id, stage=stage, run_dir=self.run_dir,
                                    keys_dir=self.keys_dir, broadcast_dir=self.broadcast_dir, prior=self.prior,
                                    run_id=self.run_id)
+
+    def exchange(self, round_id: int, stage: str, requests: dict[int, bytes]) -> dict[int, bytes]:
+        """One masking stage (``server/masks.py``): node n gets ``requests[n]`` in a QUERY; the raw bytes of each
+        well-formed answer come back. Failed, silent or malformed nodes are absent (logged)."""
+        nodes = sorted(requests)
+        build = {n: instruction_builder(self._config_json, requests[n], round_id=round_id, stage=stage,
+                                        run_dir=self.run_dir, keys_dir=self.keys_dir, run_id=self.run_id)
+                 for n in nodes}
+        replies = self._send(nodes, None, MessageType.QUERY, per_node=lambda n: build[n]())
+        out = {}
+        for n, msg in replies.items():
+            try:
+                if msg.has_error():
+                    raise RuntimeError(f"code {msg.error.code}: {_short(msg.error.reason)}")
+                out[n] = decode_mask_reply(msg)
+            except Exception as exc:  # a hostile or failed node only leaves the round
+                log.warning("node %d: %s answer rejected: %s", n, stage, _short(str(exc)))
+        return out
 
     def train(self, round_id: int, nodes: list[int], shared: dict[str, np.ndarray]) -> list[TrainReply]:
         replies = self._send(nodes, self._content_fn(round_id, shared), MessageType.TRAIN)

@@ -23,6 +23,7 @@ from server.prior import release_prior
 from server.report import build_result, ledger_epsilons
 from server.run_id import run_identity
 from server.run_log import log_record, open_round_log, server_signing_key
+from server.masks import attach_masks
 from server.secure import SecureAggregation
 from server.selection import ModelSelection
 from server.user_dp import (PlainDPFedAvg, UserAccountant, check_population, check_running_sum_capacity, sample_rate,
@@ -114,6 +115,7 @@ def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progre
     strategy = make_strategy(cfg, pop, keys_dir, run_identity(run_dir))
     if isinstance(strategy, SecureAggregation):  # a transport that can ask a key holder: sums confirmed first
         strategy.checker = getattr(transport, "check_sum", None)
+        attach_masks(cfg, strategy, transport)
     selection = ModelSelection(patience=cfg.federated.patience) if cfg.federated.keep_best else None
     done, stats = load_checkpoint(run_dir, strategy, json.loads(json.dumps(config)), selection)
     trim_history(history, done)

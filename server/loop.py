@@ -191,7 +191,7 @@ def run_rounds(cfg: Config, transport: Transport, strategy, *, start_round: int 
         t0 = time.perf_counter()
         nodes = sample_nodes(transport.node_ids(), cfg, rng)
         strategy.begin(r, nodes)
-        replies = transport.train(r, nodes, strategy.broadcast()) if nodes else []
+        replies = train_sampled(transport, strategy, r, nodes)
         st = _aggregate_round(cfg, r, replies, strategy)
         if on_release:
             on_release(r)
@@ -208,6 +208,15 @@ def run_rounds(cfg: Config, transport: Transport, strategy, *, start_round: int 
         if progress:
             progress(r)
     return stats
+
+
+def train_sampled(transport: Transport, strategy, round_id: int, nodes: list[int]) -> list[TrainReply]:
+    """The sampled devices' replies; with masking (``strategy.prepare``) only devices that completed the round's
+    key exchange train, the others count as failed with the reason."""
+    prepare = getattr(strategy, "prepare", None)
+    ready, unready = prepare(round_id, nodes) if prepare is not None else (nodes, {})
+    replies = transport.train(round_id, ready, strategy.broadcast()) if ready else []
+    return replies + [TrainReply(node=n, error=why) for n, why in sorted(unready.items())]
 
 
 def evaluation_state(strategy):

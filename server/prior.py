@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from server.loop import train_sampled
+from server.masks import attach_masks
 from server.run_id import run_identity
 from server.secure import SecureAggregation
 from server.user_dp import UserAccountant
@@ -53,11 +55,10 @@ def release_prior(cfg: Config, transport, run_dir: Path, *, num_items: int, keys
         raise RuntimeError(f"the popularity prior alone would exceed privacy.user_target_epsilon = "
                            f"{p.user_target_epsilon} (raise privacy.prior_noise_multiplier)")
     nodes = transport.node_ids()
-    replies = transport.train(PRIOR_ROUND, nodes, None)
     if cfg.he.enabled:
-        state, contributors, rejected = _sum_encrypted(cfg, replies, nodes, num_items, keys_dir, run_dir)
+        state, contributors, rejected = _sum_encrypted(cfg, transport, nodes, num_items, keys_dir, run_dir)
     else:
-        state, contributors, rejected = _sum_plain(cfg, replies, num_items)
+        state, contributors, rejected = _sum_plain(cfg, transport.train(PRIOR_ROUND, nodes, None), num_items)
     summary.update(asked=len(nodes), contributors=contributors, rejected=rejected)
     if contributors < p.prior_min_contributors or state is None:
         log.warning("popularity prior: %d valid contributions of %d devices, privacy.prior_min_contributors = %d: "
@@ -75,11 +76,12 @@ def release_prior(cfg: Config, transport, run_dir: Path, *, num_items: int, keys
     return state, {**summary, "released": True}
 
 
-def _sum_encrypted(cfg: Config, replies: list[TrainReply], nodes: list[int], num_items: int, keys_dir: str,
-                   run_dir: Path):
+def _sum_encrypted(cfg: Config, transport, nodes: list[int], num_items: int, keys_dir: str, run_dir: Path):
     agg = SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=num_items,
                             run_id=run_identity(run_dir))
+    attach_masks(cfg, agg, transport)
     agg.begin(PRIOR_ROUND, nodes)
+    replies = train_sampled(transport, agg, PRIOR_ROUND, nodes)
     rejected = 0
     for rep in replies:
         if rep.error or rep.refused:

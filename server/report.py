@@ -179,6 +179,7 @@ def he_summary(cfg: Config, stats: list[RoundStats], strategy) -> dict[str, Any]
             "aggregate_s": float(np.mean([s.aggregate_s for s in stats])) if stats else 0.0,
             "rejected_updates": int(sum(s.rejected for s in stats)),
             "sum_checks": int(getattr(strategy, "sum_checks", 0)),  # questions to key holders (confirm + search)
+            "masking": masks.summary() if (masks := getattr(strategy, "masks", None)) is not None else {"enabled": False},
             "rejections": [{"round": r, "node": n, "reason": why} for r, n, why in getattr(strategy, "rejected", [])]}
 
 

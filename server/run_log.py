@@ -59,7 +59,18 @@ def log_record(cfg: Config, st: RoundStats, strategy) -> dict[str, Any]:
             # checks that each of them charged its ledger for the round)
             "aggregate_sha256": aggregate_sha256(strategy.broadcast()),
             "noise": noise_record(cfg),
-            "config_hash": config_hash(cfg.to_dict()), "code_version": code_version()}
+            "config_hash": config_hash(cfg.to_dict()), "code_version": code_version(),
+            **mask_record(strategy, st.round)}
+
+
+def mask_record(strategy, round_id: int) -> dict[str, Any]:
+    """Under ``he.masking``: how many devices sealed shares (everyone's masks pair with them) and how many joined
+    the round with a masked update, and the threshold that protected them."""
+    masks = getattr(strategy, "masks", None)
+    rnd = getattr(masks, "round", None)
+    if rnd is None or rnd.round_id != round_id:
+        return {}
+    return {"masking": {"sealed": len(rnd.sealed), "ready": len(rnd.ready), "threshold": int(masks.he.mask_threshold)}}
 
 
 def noise_record(cfg: Config) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from shared_models.messages import UNDECODABLE, TrainReply
 from server.group_testing import find_defective
+from server.masks import MaskCoordinator, MaskError
 from shared_models.crypto import (Aggregator, PayloadError, ServerKeys, add_aggregates, payload_sha256,
                                   verify_update)
 
@@ -77,6 +78,7 @@ class SecureAggregation:
         self.checker: SumChecker | None = None  # asks a key holder whether a sum decrypts (the transport's)
         self.sum_checks = 0  # questions asked of key holders over the run
         self.excluded: list[int] = []  # nodes whose valid-looking update the last round excluded
+        self.masks: MaskCoordinator | None = None  # he.masking: pairwise masks on every update (server/masks.py)
 
     # -- the strategy interface used by server.loop.run_rounds --------------------------------------
     def broadcast(self) -> bytes | None:
@@ -86,6 +88,13 @@ class SecureAggregation:
         self.round = SecureRound(round_id, set(sampled), self._summed([]))
         self.excluded = []
         return self.round
+
+    def prepare(self, round_id: int, nodes: list[int]) -> tuple[list[int], dict[int, str]]:
+        """(nodes to ask for an update, why each other sampled node is not asked): all of them without masking;
+        with it, those that completed the round's mask exchange."""
+        if self.masks is None or not nodes:
+            return nodes, {}
+        return self.masks.prepare(round_id, nodes)
 
     def offer(self, rep: TrainReply) -> str:
         assert self.round is not None, "begin() first"
@@ -108,7 +117,11 @@ class SecureAggregation:
         rnd = self.round
         assert rnd is not None, "begin() first"
         ok = rnd.aggregator.n_summands >= min_train_nodes
-        if ok and self.checker is not None:
+        unmasked = None
+        if ok and self.masks is not None:
+            unmasked = self._unmask(rnd)
+            ok = unmasked is not None
+        elif ok and self.checker is not None:
             ok = self._confirm(rnd, min_train_nodes)
         if not ok and self._can_revert and not self.accumulate and len(rnd.undecodable) >= min_train_nodes:
             log.error("round %d: %d devices cannot decrypt the global sum and no valid update arrived: going back "
@@ -118,7 +131,7 @@ class SecureAggregation:
                                   f"{len(rnd.undecodable)} devices: reverted to the previous sum"))
         if ok:
             t0 = time.perf_counter()
-            summed = rnd.aggregator.to_bytes()
+            summed = unmasked if unmasked is not None else rnd.aggregator.to_bytes()
             if self.accumulate and self.latest is not None:
                 try:
                     summed = add_aggregates(self.keys.context, self.latest, summed, cfg=self.keys.he)
@@ -133,7 +146,40 @@ class SecureAggregation:
         self.round_aggregate_s = rnd.aggregate_s
         return ok
 
-    # -- confirming a sum before release ---------------------------------------------------------------
+    # -- removing the masks, confirming a sum before release ----------------------------------------------
+    def _unmask(self, rnd: SecureRound) -> bytes | None:
+        """The round's sum with its masks removed and confirmed by a key holder; None keeps the previous sum.
+
+        Under masks a sub-sum of some updates cannot be unmasked without revealing the pair masks that hide
+        the single updates, so a sum that does not decrypt is not searched: nothing is excluded, nothing is
+        released (docs/hostile-devices.md)."""
+        t0 = time.perf_counter()
+        in_sum = {node for node, _ in rnd.updates}
+        try:
+            summed = self.masks.unmask(rnd.aggregator.to_bytes(), in_sum)
+        except MaskError as exc:
+            return self._keep_previous(rnd, str(exc))
+        finally:
+            rnd.aggregate_s += time.perf_counter() - t0
+        if self.checker is None:
+            return summed
+        holder = min(in_sum)
+        self.sum_checks += 1
+        try:
+            valid = bool(self.checker(holder, summed))
+        except Exception as exc:
+            return self._keep_previous(rnd, f"the key holder on node {holder} did not answer a sum check "
+                                       f"({str(exc)[:200]})")
+        if not valid:
+            return self._keep_previous(rnd, "the unmasked sum does not decrypt; under masks a sub-sum cannot be "
+                                       "tested without unmasking single updates, so no update is excluded")
+        return summed
+
+    def _keep_previous(self, rnd: SecureRound, why: str) -> None:
+        log.error("round %d: %s: keeping the previous sum", rnd.round_id, why)
+        self.rejected.append((rnd.round_id, -1, f"{why}: previous sum kept"))
+        return None
+
     def _summed(self, updates: Sequence[tuple[int, bytes]]) -> Aggregator:
         """An aggregator (the server's own count and shape limits) holding the sum of ``updates``."""
         agg = Aggregator(self.keys.context, expected_count=self.expected_count, cfg=self.keys.he,
@@ -205,6 +251,8 @@ class SecureAggregation:
             return f"unknown device {rep.device_id!r}"
         if rep.node not in rnd.sampled:
             return f"node {rep.node} was not sampled in round {rnd.round_id}"
+        if self.masks is not None and (why := self.masks.check_update(rep.node, rep.device_id)):
+            return why
         if self.node_of.get(rep.device_id, rep.node) != rep.node:
             return f"device {rep.device_id} speaks from node {rep.node}, registered on node {self.node_of[rep.device_id]}"
         if rep.round_id != rnd.round_id:

@@ -173,6 +173,9 @@ class PrivacyConfig:
         return self.mode in USER_MODES
 
 
+PROTOCOL_FIELDS = ("keys_dir", "masking", "mask_neighbours", "mask_threshold")  # he.* keys outside the encoding
+
+
 @dataclass
 class HESection:
     """Server-blind aggregation (TenSEAL CKKS); see shared_models/crypto/he_config.py for the encoding."""
@@ -187,11 +190,17 @@ class HESection:
     max_summands: int = 1024  # most updates summed in one round
     max_weight: int = 32  # per-device FedAvg weight cap (training windows); larger devices count as this
     keys_dir: str = ""  # "" = RUN_DIR.keys beside the run, made by the harness acting as key authority
+    # true: every update's c0 carries pairwise masks that cancel in the sum (server/masks.py): a device holding
+    # the shared CKKS key, even together with the server, reads nothing of another device's single update
+    # unless mask_threshold devices collude; costs three more short exchanges per round
+    masking: bool = False
+    mask_neighbours: int = 25  # devices (itself included, odd) that hold shares of a device's mask secrets
+    mask_threshold: int = 8  # shares needed to recover a dropped device's masks: server + t-1 devices learn nothing
 
     def to_he_config(self):
         from shared_models.crypto import HEConfig  # tenseal import only when HE is used
 
-        fields = {k: v for k, v in self.__dict__.items() if k != "keys_dir"}
+        fields = {k: v for k, v in self.__dict__.items() if k not in PROTOCOL_FIELDS}
         try:
             if not fields["scale_bits"]:
                 fields["scale_bits"] = HEConfig(**{**fields, "scale_bits": 1}).max_scale_bits

@@ -55,7 +55,30 @@ def validate(cfg: "Config") -> "Config":
           cfg.train.device)
     check(cfg.data.min_interactions >= 3, "data.min_interactions", ">= 3", cfg.data.min_interactions)
     _validate_federated(cfg)
+    _validate_masking(cfg)
     return cfg
+
+
+def _validate_masking(cfg: "Config") -> None:
+    """Pairwise masks (``he.masking``): each device masks with at least ``mask_threshold`` peers, so the server
+    with fewer than that many colluding devices never holds all of one update's masks."""
+    he = cfg.he
+    if not he.masking:
+        return
+    check(he.enabled, "he.masking", "false unless he.enabled = true (the masks ride on CKKS ciphertexts)",
+          he.masking)
+    check(he.mask_neighbours >= 3 and he.mask_neighbours % 2 == 1, "he.mask_neighbours", "odd and >= 3",
+          he.mask_neighbours)
+    check(2 <= he.mask_threshold < he.mask_neighbours, "he.mask_threshold",
+          f"in [2, he.mask_neighbours = {he.mask_neighbours}) (a device masks with mask_neighbours - 1 peers, "
+          "at least mask_threshold of them)", he.mask_threshold)
+    check(cfg.federated.min_train_nodes > he.mask_threshold, "federated.min_train_nodes",
+          f"> he.mask_threshold = {he.mask_threshold} (a masked round needs more devices than the threshold)",
+          cfg.federated.min_train_nodes)
+    if cfg.privacy.prior:
+        check(cfg.privacy.prior_min_contributors > he.mask_threshold, "privacy.prior_min_contributors",
+              f"> he.mask_threshold = {he.mask_threshold} with he.masking = true",
+              cfg.privacy.prior_min_contributors)
 
 
 def _validate_federated(cfg: "Config") -> None:

@@ -274,6 +274,29 @@ def decode_sum_check(msg: Message) -> bool:
     return _int_field(metrics.get(SUM_VALID, -1), SUM_VALID, 0, 1) == 1
 
 
+MASK_REPLY = "mask-reply"  # ArrayRecord key of a device's answer to a masking stage (client/masks.py), raw bytes
+MAX_MASK_REPLY_BYTES = 1 << 20
+
+
+def encode_mask_reply(data: bytes) -> RecordDict:
+    return RecordDict({ARRAYS: ArrayRecord({MASK_REPLY: bytes_array(data)})})
+
+
+def decode_mask_reply(msg: Message) -> bytes:
+    """The bytes of a masking reply (parsed by ``mask_wire``); ReplyError unless one uint8 array of at most
+    ``MAX_MASK_REPLY_BYTES``."""
+    arrays = _record(msg.content, ARRAYS, ArrayRecord, required=True)
+    if MASK_REPLY not in arrays:
+        raise ReplyError(f"masking reply lacks {MASK_REPLY!r}")
+    array = arrays[MASK_REPLY]
+    data = getattr(array, "data", None)
+    if not isinstance(data, (bytes, bytearray)) or getattr(array, "dtype", "") != "uint8":
+        raise ReplyError(f"{MASK_REPLY!r} must carry raw uint8 bytes")
+    if len(data) > MAX_MASK_REPLY_BYTES:
+        raise ReplyError(f"{MASK_REPLY!r} of {len(data)} bytes exceeds {MAX_MASK_REPLY_BYTES}")
+    return bytes(data)
+
+
 MAX_IDENTITY_CHARS = 256
 
 

@@ -36,7 +36,9 @@ max_summands*max_weight (~16 bits) leaves too few bits per lane in the <= 40
 exact bits of a CKKS slot (one 16-bit lane: 15 B/param; two lanes: 4-bit codes).
 
 Pairwise masks against a server colluding with a device (``masking.py``, ``seed_sharing.py``,
-``mask_round.py``; docs/threat-model.md section 6): not exported here, not yet used by the round protocol.
+``mask_round.py``, ``mask_wire.py``; docs/threat-model.md section 6): not exported here (they import the
+Shamir and Fernet primitives only where ``he.masking`` is on); ``server/masks.py`` and ``client/masks.py`` run them
+in every round.
 """
 
 from .aggregate import Aggregator, EncryptedUpdate, add_aggregates, load_ciphertexts, sum_ciphertexts

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from client.round import DeviceContext, RoundInput, check_sum, evaluate_round, train_rounds
+from client.round import DeviceContext, RoundInput, answer_mask, check_sum, evaluate_round, train_rounds
 from client.store import DeviceStore
 from server.run_id import run_identity
 from shared_models.config import Config
@@ -46,6 +46,16 @@ class InlineTransport:
 
     def train(self, round_id: int, nodes: list[int], received) -> list[TrainReply]:
         return [train_rounds([self.round_input(n, round_id, received)])[0] for n in nodes]
+
+    def exchange(self, round_id: int, stage: str, requests: dict[int, bytes]) -> dict[int, bytes]:
+        """One masking stage (``server/masks.py``): each device's answer; a device that refuses is absent."""
+        out = {}
+        for node, request in requests.items():
+            try:
+                out[node] = answer_mask(self.round_input(node, round_id, None), stage, request)
+            except Exception as exc:  # a refusing device only leaves the round
+                log.warning("device %s refused %s: %s", self.pop.devices[node].device_id, stage, exc)
+        return out
 
     def check_sum(self, node: int, blob: bytes) -> bool:
         """Ask the device on ``node`` (a key holder) whether an encrypted sum decrypts."""
