@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEVICES = ("u0", "u1", "u2")
 CONN = "e2e"
-RUN_TIMEOUT_S = 150
+RUN_TIMEOUT_S = 420  # every message starts a flwr-clientapp process (~4 s on 2 busy cores); 2 masked rounds
 
 
 class Processes:
@@ -94,10 +94,12 @@ def _wait_for(check, timeout: float, what: str) -> None:
 def _run_overrides(tmp: Path, data: Path, keys: Path) -> dict:
     model = {f"model.{k}": v for k, v in TINY_MODEL.items()}
     return {"run-dir": str(tmp / "run"), "data.dataset": str(data), "data.max-users": 0, **model,
-            "federated.num-server-rounds": 2, "federated.clients-per-round": 3, "federated.min-train-nodes": 2,
+            "federated.num-server-rounds": 2, "federated.clients-per-round": 3, "federated.min-train-nodes": 3,
             "federated.local-epochs": 1, "federated.batch-size": 4, "federated.lr": 0.01, "federated.eval-every": 0,
             "privacy.mode": "example", "privacy.target-epsilon": 50.0, "privacy.delta": 1e-5,
-            "he.enabled": True, "he.keys-dir": str(keys)}
+            "he.enabled": True, "he.keys-dir": str(keys),
+            # pairwise masks over real QUERY messages: 3 devices, each masks with the other 2 (threshold 2)
+            "he.masking": True, "he.mask-neighbours": 3, "he.mask-threshold": 2}
 
 
 def _run_config_arg(overrides: dict) -> str:
@@ -161,7 +163,6 @@ def _start_supernode(procs: Processes, name: str, port: int, key: Path | None, s
 
 
 def test_tls_authenticated_deployment_runs_dp_he_rounds_and_keeps_strangers_out(tmp_path):
-    t0 = time.monotonic()
     prep = _prepare(tmp_path)
     deploy, states, home = prep["deploy"], prep["states"], prep["home"]
     # the SuperLink starts `flower-superexec` (and SuperNodes `flwr-clientapp`) by name: the venv's bin must be
@@ -196,7 +197,6 @@ def test_tls_authenticated_deployment_runs_dp_he_rounds_and_keeps_strangers_out(
         if os.environ.get("FEDINTEREST_KEEP_DEPLOY_LOGS"):
             shutil.copytree(tmp_path / "logs", os.environ["FEDINTEREST_KEEP_DEPLOY_LOGS"], dirs_exist_ok=True)
     assert all(p.poll() is not None for p in procs.procs)
-    assert time.monotonic() - t0 < 180
 
 
 def _check_plaintext_refused(port: int, env: dict, tmp: Path) -> None:
@@ -222,6 +222,8 @@ def _check_outcome(tmp: Path, states: dict, procs: Processes) -> None:
     assert metrics["rounds"] == 2 and metrics["evaluated_devices"] == len(DEVICES)
     assert metrics["he"]["enabled"] and metrics["he"]["rejected_updates"] == 0
     assert metrics["he"]["sum_checks"] == 2  # each round's sum confirmed by a deployed device (QUERY)
+    masking = metrics["he"]["masking"]
+    assert masking["enabled"] and masking["unmasked"] == 2 and masking["not_ready"] == 0
     assert 0.0 <= metrics["metrics"]["recall@10"] <= 1.0
     rows = list(csv.DictReader((tmp / "run" / "history.csv").open()))
     assert [int(r["round"]) for r in rows] == [1, 2] and all(int(r["valid"]) == len(DEVICES) for r in rows)
