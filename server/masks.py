@@ -65,11 +65,20 @@ class MaskCoordinator:
         self.node_of = node_of if node_of is not None else {}
         self.round: MaskRound | None = None
         # over the run: rounds set up, sums unmasked, sampled devices left out by the exchange, seconds spent
-        self.stats = {"rounds": 0, "unmasked": 0, "not_ready": 0, "prepare_s": 0.0, "unmask_s": 0.0}
+        self.stats = {"rounds": 0, "unmasked": 0, "not_ready": 0, "prepare_s": 0.0, "unmask_s": 0.0,
+                      "reply_bytes": 0, "device_rounds": 0}
 
     def summary(self) -> dict:
+        """For metrics.json: the settings, the counts, and the bytes a device sends for its masks per round (on
+        top of its update)."""
+        per = self.stats["reply_bytes"] / self.stats["device_rounds"] if self.stats["device_rounds"] else 0.0
         return {"enabled": True, "neighbours": self.he.mask_neighbours, "threshold": self.he.mask_threshold,
-                **self.stats}
+                **self.stats, "mask_bytes_per_device_round": per}
+
+    def _exchange(self, round_id: int, stage: str, requests: dict[int, bytes]) -> dict[int, bytes]:
+        replies = self.exchange(round_id, stage, requests)
+        self.stats["reply_bytes"] += sum(len(b) for b in replies.values() if isinstance(b, (bytes, bytearray)))
+        return replies
 
     # -- stages 1-3 -------------------------------------------------------------------------------------
     def prepare(self, round_id: int, nodes: list[int]) -> tuple[list[int], dict[int, str]]:
@@ -78,6 +87,7 @@ class MaskCoordinator:
         ready, failed = self._prepare(round_id, nodes)
         self.stats["rounds"] += 1
         self.stats["not_ready"] += len(failed)
+        self.stats["device_rounds"] += len(ready)
         self.stats["prepare_s"] += time.perf_counter() - t0
         return ready, failed
 
@@ -85,7 +95,7 @@ class MaskCoordinator:
         attempt = os.urandom(wire.ATTEMPT_BYTES)
         rnd = self.round = MaskRound(round_id, wire.round_context(self.run_id, round_id, attempt))
         failed: dict[int, str] = {}
-        replies = self.exchange(round_id, wire.STAGE_KEYS, {n: wire.KeysRequest(n, attempt).encode() for n in nodes})
+        replies = self._exchange(round_id, wire.STAGE_KEYS, {n: wire.KeysRequest(n, attempt).encode() for n in nodes})
         for n in nodes:
             why = self._check_keys(rnd, n, replies.get(n))
             if why:
@@ -97,7 +107,7 @@ class MaskCoordinator:
         k = min(self.he.mask_neighbours, len(rnd.keys) - (len(rnd.keys) + 1) % 2)  # odd, at most the devices
         rnd.graph = sharing.neighbour_graph(sorted(rnd.keys), num_shares=k, graph_seed=rnd.context)
         requests = {n: wire.SharesRequest(t, {v: rnd.keys[v] for v in rnd.graph[n]}).encode() for n in rnd.keys}
-        replies = self.exchange(round_id, wire.STAGE_SHARES, requests)
+        replies = self._exchange(round_id, wire.STAGE_SHARES, requests)
         tokens: dict[int, dict[int, bytes]] = {}
         for n in sorted(rnd.keys):
             try:
@@ -112,7 +122,7 @@ class MaskCoordinator:
         for u in sorted(rnd.sealed):
             peers = rnd.graph[u] & rnd.sealed
             requests[u] = wire.TokensMessage({v: tokens[v][u] for v in peers}, {v: rnd.keys[v] for v in peers}).encode()
-        replies = self.exchange(round_id, wire.STAGE_RECEIVE, requests)
+        replies = self._exchange(round_id, wire.STAGE_RECEIVE, requests)
         for u in sorted(rnd.sealed):
             if replies.get(u) == wire.ACK:
                 rnd.ready.add(u)
@@ -169,7 +179,7 @@ class MaskCoordinator:
             raise MaskError(f"updates from nodes {sorted(in_sum - rnd.ready)[:5]} that never joined the masking")
         dropped = rnd.sealed - in_sum
         request = wire.UnmaskRequest(set(in_sum), dropped).encode()
-        replies = self.exchange(rnd.round_id, wire.STAGE_UNMASK, {v: request for v in sorted(rnd.ready)})
+        replies = self._exchange(rnd.round_id, wire.STAGE_UNMASK, {v: request for v in sorted(rnd.ready)})
         shares: dict[int, dict[int, bytes]] = {}
         for v, blob in replies.items():
             try:  # a holder's share counts only for owners it is a neighbour of

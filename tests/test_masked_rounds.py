@@ -3,14 +3,17 @@ run, what a key holder reads from one masked update, and the Grid transport's QU
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
 
+import shared_models.crypto.packing as packing
 import simulations.simulate as simulate_mod
 from client.app import answer_query
 from client.round import DeviceContext, global_weights
@@ -191,3 +194,30 @@ def test_the_grid_transport_routes_every_mask_stage_through_the_client_app(tmp_p
     replies = grid.exchange(1, wire.STAGE_UNMASK, {0: wire.UnmaskRequest(set(range(6)), {6}).encode()})
     shares = wire.SharesReply.decode(replies[0]).shares
     assert shares and set(shares) <= set(range(7))  # one share per owner it holds, nothing else
+
+
+class OneOutOfRange(InlineTransport):
+    """Device 0 encrypts slots far outside the clip range in round 1 (a modified device: no range check)."""
+
+    def train(self, round_id, nodes, received):
+        if round_id != 1:
+            return super().train(round_id, nodes, received)
+        out = []
+        for n in nodes:
+            with contextlib.ExitStack() as stack:
+                if n == 0:
+                    stack.enter_context(mock.patch.object(packing, "check_values",
+                                                          lambda x, cfg: np.asarray(x, np.float64).ravel() * 1e4))
+                out += super().train(round_id, [n], received)
+        return out
+
+
+def test_an_out_of_range_update_under_masks_releases_nothing_that_round_and_excludes_nobody(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, masking=True)
+    monkeypatch.setattr(simulate_mod, "InlineTransport", OneOutOfRange)
+    simulate(cfg, tmp_path / "run", progress=False, resume=False)
+    log = [json.loads(x) for x in (tmp_path / "run" / "round_log.jsonl").read_text().splitlines()]
+    assert log[0]["contributors"] == [] and log[1]["valid"] == USERS and len(log[1]["contributors"]) == USERS
+    assert [r["reason"] for r in log[0]["rejected"]] == [
+        "the unmasked sum does not decrypt; under masks a sub-sum cannot be tested without unmasking single "
+        "updates, so no update is excluded: previous sum kept"]
