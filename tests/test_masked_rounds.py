@@ -29,7 +29,7 @@ from shared_models.messages import decode_instruction
 from simulations.backends.inline import InlineTransport
 from simulations.simulate import simulate
 from tests.fed_helpers import synthetic_csv, tiny_config
-from tests.hostile_grid import FakeMessage, FakeReply
+from tests.hostile_grid import FakeMessage, HostileGrid
 
 USERS = 20
 MASKS = {"mask-neighbours": 7, "mask-threshold": 3}
@@ -154,29 +154,11 @@ def test_too_few_devices_for_the_threshold_train_nobody_and_say_why(tmp_path):
 
 # ---- the Grid transport's QUERY path into the ClientApp -----------------------------------------------------
 
-class ClientAppGrid:
-    """Node ids 1..n answer QUERY messages with the real ClientApp handler (simulated partitions)."""
-
-    def __init__(self, n: int, hostile: int | None = None) -> None:
-        self.ids, self.outstanding, self.hostile = list(range(1, n + 1)), [], hostile
-
-    def get_node_ids(self):
-        return self.ids
-
-    def push_messages(self, msgs):
-        self.outstanding += msgs
-        return [m.metadata.message_id for m in msgs]
-
-    def pull_messages(self, ids):
-        done, self.outstanding = self.outstanding, []
-        out = []
-        for m in done:
-            if m.dst == self.hostile:
-                content = RecordDict({"config": ConfigRecord({"x": 1})})  # no mask reply at all
-            else:
-                content = answer_query(decode_instruction(m), SimpleNamespace(node_config={"partition-id": m.dst - 1}))
-            out.append(FakeReply(m, content))
-        return out
+def client_app_answer(dst: int, msg: FakeMessage) -> RecordDict:
+    """A QUERY answered by the real ClientApp handler (simulated partition dst - 1); node 8 sends junk."""
+    if dst == 8:
+        return RecordDict({"config": ConfigRecord({"x": 1})})  # no mask reply at all
+    return answer_query(decode_instruction(msg), SimpleNamespace(node_config={"partition-id": dst - 1}))
 
 
 def test_the_grid_transport_routes_every_mask_stage_through_the_client_app(tmp_path, monkeypatch):
@@ -185,7 +167,7 @@ def test_the_grid_transport_routes_every_mask_stage_through_the_client_app(tmp_p
     cfg = _cfg(tmp_path, masking=True)
     pop = population(cfg)
     init_keys(tmp_path / "keys", device_ids=[d.device_id for d in pop.devices], he=cfg.he.to_he_config())
-    grid = GridTransport(ClientAppGrid(8, hostile=8), cfg, str(tmp_path / "run"), expected_nodes=8, timeout_s=5.0,
+    grid = GridTransport(HostileGrid(8, train=client_app_answer, evaluate=client_app_answer), cfg, str(tmp_path / "run"), expected_nodes=8, timeout_s=5.0,
                          keys_dir=str(tmp_path / "keys"), run_id="run-x")
     coord = MaskCoordinator(grid.exchange, load_server_keys(tmp_path / "keys", n_threads=1), he=cfg.he,
                             run_id="run-x")
