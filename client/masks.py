@@ -29,6 +29,7 @@ from shared_models.crypto import DeviceKeys
 from shared_models.crypto import mask_wire as wire
 from shared_models.crypto.context import context_params
 from shared_models.crypto.mask_round import MaskDevice, PublicKeys
+from shared_models.crypto.masking import seed_commitment
 from shared_models.crypto.seed_sharing import SharePair, raw_private
 from shared_models.crypto.signing import sign_mask_keys
 
@@ -115,9 +116,10 @@ def _keys(req: wire.KeysRequest, store: DeviceStore, keys: DeviceKeys, run_id: s
            "mask": _b64(raw_private(dev.mask_key)), "self_seed": _b64(dev.self_seed),
            "public": [_b64(pub.channel), _b64(pub.mask)]}
     MaskState(path, doc).save("keys")
+    commit = seed_commitment(dev.self_seed)
     signature = sign_mask_keys(keys.signing_key, run_id=run_id, round_id=round_id, device_id=keys.device_id,
-                               context=context, channel=pub.channel, mask=pub.mask)
-    return wire.KeysReply(keys.device_id, pub, signature).encode()
+                               context=context, channel=pub.channel, mask=pub.mask, commit=commit)
+    return wire.KeysReply(keys.device_id, pub, commit, signature).encode()
 
 
 def _check_self(state: MaskState, listed: dict[int, PublicKeys], field: str) -> None:

@@ -5,8 +5,9 @@ section 6.
 Per round (``prepare`` before the TRAIN messages, ``unmask`` once the updates are summed):
 
 1. ``mask-keys``: each sampled device gets its index and a fresh attempt nonce and answers with two X25519
-   public keys signed by its enrolled Ed25519 key (checked here against the device's verify key, and against
-   the node the device is bound to, so no device can advertise keys for another).
+   public keys and a commitment to its self seed, signed by its enrolled Ed25519 key (checked here against the
+   device's verify key, and against the node the device is bound to, so no device can advertise keys for
+   another).
 2. ``mask-shares``: each device that advertised gets its neighbours' keys (the SecAgg+ ring graph drawn from
    the round context) and answers with one sealed share pair per neighbour.
 3. ``mask-receive``: each device that sealed gets the pairs addressed to it and the keys of the neighbours that
@@ -14,7 +15,9 @@ Per round (``prepare`` before the TRAIN messages, ``unmask`` once the updates ar
 4. after the round's updates are summed, ``mask-unmask``: every device still reachable gets the sets of
    devices in the sum and of those that sealed but are not in it (dropped, rejected, refused, failed); it
    answers with one share per owner. With at least ``threshold`` shares per owner the residual mask is rebuilt
-   and subtracted from the sum's c0 (``mask_round.unmask_aggregate``); otherwise the round releases nothing.
+   (each secret checked against its commitment or public key, other subsets of the shares tried when a holder
+   lied) and subtracted from the sum's c0 (``mask_round.unmask_aggregate``); otherwise the round releases
+   nothing.
 
 Every reply is parsed by ``mask_wire`` and a bad one only drops its device from the round.
 """
@@ -52,6 +55,7 @@ class MaskRound:
     context: bytes
     keys: dict[int, PublicKeys] = field(default_factory=dict)  # node -> advertised round keys
     device_of: dict[int, str] = field(default_factory=dict)  # node -> device id that signed them
+    commits: dict[int, bytes] = field(default_factory=dict)  # node -> commitment to its self seed
     graph: dict[int, frozenset[int]] = field(default_factory=dict)
     sealed: set[int] = field(default_factory=set)  # nodes whose share pairs went out: everyone's masks pair with them
     ready: set[int] = field(default_factory=set)  # nodes that acknowledged their pairs: asked to train
@@ -146,9 +150,9 @@ class MaskCoordinator:
             return f"device {msg.device_id} already advertised keys this round"
         if not verify_mask_keys(verify_key, msg.signature, run_id=self.run_id, round_id=rnd.round_id,
                                 device_id=msg.device_id, context=rnd.context, channel=msg.keys.channel,
-                                mask=msg.keys.mask):
+                                mask=msg.keys.mask, commit=msg.seed_commit):
             return "bad signature on the round keys"
-        rnd.keys[node], rnd.device_of[node] = msg.keys, msg.device_id
+        rnd.keys[node], rnd.device_of[node], rnd.commits[node] = msg.keys, msg.device_id, msg.seed_commit
         return ""
 
     def check_update(self, node: int, device_id: str) -> str:
@@ -193,7 +197,7 @@ class MaskCoordinator:
             residual = residual_from_shares(shares, graph=rnd.graph, keys=rnd.keys, in_sum=set(in_sum),
                                             dropped=dropped, threshold=self.he.mask_threshold, context=rnd.context,
                                             n_ciphertexts=self.keys.he.n_ciphertexts(_n_params(summed)),
-                                            degree=params.degree, modulus=params.modulus)
+                                            degree=params.degree, modulus=params.modulus, seed_commits=rnd.commits)
         except ValueError as exc:
             raise MaskError(f"the masks cannot be removed: {exc} ({len(replies)} of {len(rnd.ready)} devices "
                             "answered the unmask request)") from None

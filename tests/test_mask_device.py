@@ -132,7 +132,7 @@ def test_the_coordinator_drops_hostile_devices_and_goes_on(keyset, devices):
                 continue
             if n == 4 and stage == wire.STAGE_KEYS:  # signs keys as another device: bad signature
                 reply = wire.KeysReply.decode(_ask(devices, n, stage, req, round_id=round_id))
-                out[n] = wire.KeysReply("d0", reply.keys, reply.signature).encode()
+                out[n] = wire.KeysReply("d0", reply.keys, reply.seed_commit, reply.signature).encode()
                 continue
             store, keys = devices[n]
             out[n] = answer(stage, req, store=store, keys=keys, run_id=RUN, round_id=round_id)

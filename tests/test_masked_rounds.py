@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
@@ -203,3 +204,23 @@ def test_an_out_of_range_update_under_masks_releases_nothing_that_round_and_excl
     assert [r["reason"] for r in log[0]["rejected"]] == [
         "the unmasked sum does not decrypt; under masks a sub-sum cannot be tested without unmasking single "
         "updates, so no update is excluded: previous sum kept"]
+
+
+class LyingHolder(InlineTransport):
+    """Device 3 answers every unmask request with wrong shares (the right lengths, random bytes)."""
+
+    def exchange(self, round_id, stage, requests):
+        replies = super().exchange(round_id, stage, requests)
+        if stage == wire.STAGE_UNMASK and 3 in replies:
+            shares = wire.SharesReply.decode(replies[3]).shares
+            replies[3] = wire.SharesReply({o: s[:2] + os.urandom(len(s) - 2) for o, s in shares.items()}).encode()
+        return replies
+
+
+def test_a_holder_sending_wrong_shares_cannot_stop_the_round(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, masking=True)
+    monkeypatch.setattr(simulate_mod, "InlineTransport", LyingHolder)
+    result = simulate(cfg, tmp_path / "run", progress=False, resume=False)
+    log = [json.loads(x) for x in (tmp_path / "run" / "round_log.jsonl").read_text().splitlines()]
+    assert all(len(r["contributors"]) == USERS and not r["rejected"] for r in log)
+    assert result["he"]["masking"]["unmasked"] == 2

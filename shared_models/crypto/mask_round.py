@@ -94,21 +94,39 @@ class MaskDevice:
 
 def residual_from_shares(replies: Mapping[int, Mapping[int, bytes]], *, graph: Mapping[int, frozenset[int]],
                          keys: Mapping[int, PublicKeys], in_sum: set[int], dropped: set[int], threshold: int,
-                         context: bytes, n_ciphertexts: int, degree: int, modulus: int) -> np.ndarray:
+                         context: bytes, n_ciphertexts: int, degree: int, modulus: int,
+                         seed_commits: Mapping[int, bytes] | None = None) -> np.ndarray:
     """Server, stage 3: the mask left in the sum of the ``in_sum`` updates, from the holders' ``replies``.
 
     ``dropped``: devices that completed stage 1 (their neighbours masked with them) but whose update is not
-    in the sum.  ValueError when an owner has fewer than ``threshold`` shares."""
+    in the sum. A rebuilt mask key must match the advertised public key and, with ``seed_commits``, a rebuilt
+    self seed its commitment; other subsets of the shares are tried when some holders sent wrong ones.
+    ValueError when an owner has fewer than ``threshold`` shares or no subset rebuilds a matching secret."""
     by_owner: dict[int, list[bytes]] = {}
     for reply in replies.values():
         for owner, share in reply.items():
             by_owner.setdefault(owner, []).append(share)
-    self_seeds = {u: sharing.combine(by_owner.get(u, []), threshold=threshold) for u in in_sum}
+
+    def seed_ok(u: int):
+        return lambda seed: seed_commits is None or masking.seed_commitment(seed) == seed_commits.get(u)
+
+    def key_ok(d: int):
+        def ok(raw: bytes) -> bool:
+            try:
+                return sharing.raw_public(X25519PrivateKey.from_private_bytes(raw)) == keys[d].mask
+            except ValueError:
+                return False
+        return ok
+
+    self_seeds = {u: sharing.combine_checked(by_owner.get(u, []), threshold=threshold, valid=seed_ok(u))
+                  for u in in_sum}
     pairs: list[tuple[int, int, bytes]] = []
     for d in sorted(dropped):
-        mask_key = X25519PrivateKey.from_private_bytes(sharing.combine(by_owner.get(d, []), threshold=threshold))
-        if sharing.raw_public(mask_key) != keys[d].mask:
-            raise ValueError(f"shares of device {d} reconstruct a key that is not its advertised one")
+        try:
+            raw = sharing.combine_checked(by_owner.get(d, []), threshold=threshold, valid=key_ok(d))
+        except ValueError as exc:
+            raise ValueError(f"shares of device {d} rebuild no key matching its advertised one ({exc})") from None
+        mask_key = X25519PrivateKey.from_private_bytes(raw)
         for u in sorted(graph[d] & in_sum):
             seed = masking.pair_seed(mask_key, X25519PublicKey.from_public_bytes(keys[u].mask),
                                      context=context, own_id=d, peer_id=u)

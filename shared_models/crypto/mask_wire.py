@@ -33,6 +33,7 @@ MAX_TOKEN_BYTES = 512  # a sealed share pair is ~ 200 bytes
 MAX_SHARE_BYTES = 64
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
+COMMIT_BYTES = 32
 _CONTEXT_LABEL = b"fedinterest/mask-round/v1\0"
 
 
@@ -148,17 +149,19 @@ class KeysRequest:
 class KeysReply:
     device_id: str
     keys: PublicKeys
-    signature: bytes  # Ed25519 over the round context, device id and both keys (``signing.sign_mask_keys``)
+    seed_commit: bytes  # masking.seed_commitment of the self seed: lets the server reject a corrupted rebuild
+    signature: bytes  # Ed25519 over the round context, device id, both keys and the commitment
 
     def encode(self) -> bytes:
-        return encode({"device": self.device_id, "keys": self.keys, "signature": self.signature})
+        return encode({"device": self.device_id, "keys": self.keys, "commit": self.seed_commit,
+                       "signature": self.signature})
 
     @classmethod
     def decode(cls, data: bytes) -> "KeysReply":
-        obj = decode(data, ("device", "keys", "signature"))
+        obj = decode(data, ("device", "keys", "commit", "signature"))
         if not isinstance(obj["device"], str) or not 0 < len(obj["device"]) <= 256:
             raise MaskWireError("field 'device': expected a device id string")
-        return cls(obj["device"], _keys(obj["keys"], "keys"),
+        return cls(obj["device"], _keys(obj["keys"], "keys"), _bytes(obj["commit"], "commit", size=COMMIT_BYTES),
                    _bytes(obj["signature"], "signature", size=SIGNATURE_BYTES))
 
 

@@ -21,6 +21,7 @@ seed with a label naming the ring, so a seed never yields the same stream as a C
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable, Mapping
 
@@ -35,6 +36,14 @@ SEED_BYTES = 32
 SELF_SEED_BYTES = 16  # Shamir-shared: one 16-byte block
 _PAIR_LABEL = b"fedinterest/mask-pair-seed/v1\0"
 _PRG_LABEL = b"fedinterest/mask-prg/v1\0"
+_COMMIT_LABEL = b"fedinterest/self-seed-commitment/v1\0"
+
+
+def seed_commitment(self_seed: bytes) -> bytes:
+    """SHA-256 commitment to a self seed, advertised (signed) with the round keys, so the server can tell a
+    self seed rebuilt from honest shares from one a lying holder's share corrupted (a 16-byte uniform seed:
+    the hash reveals nothing usable about it)."""
+    return hashlib.sha256(_COMMIT_LABEL + self_seed).digest()
 
 
 def pair_sign(own_id: int, peer_id: int) -> int:

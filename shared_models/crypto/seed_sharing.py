@@ -23,8 +23,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import itertools
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -148,3 +149,25 @@ def combine(shares: Sequence[bytes], *, threshold: int) -> bytes:
     index = [struct.unpack_from("<H", s)[0] for s in distinct]
     return b"".join(Shamir.combine([(i, s[2 + k:2 + k + _CHUNK]) for i, s in zip(index, distinct)], ssss=False)
                     for k in range(0, size, _CHUNK))
+
+
+MAX_SUBSETS = 64  # t-subsets tried when the first t shares rebuild a secret that fails its check
+
+
+def combine_checked(shares: Sequence[bytes], *, threshold: int, valid: Callable[[bytes], bool]) -> bytes:
+    """The secret behind ``shares`` that passes ``valid`` (its commitment or public key), tolerating wrong or
+    malformed shares from some holders: the first ``threshold`` distinct shares, then other ``threshold``-subsets
+    (at most ``MAX_SUBSETS``). ValueError when none passes."""
+    distinct = list({s[:2]: s for s in shares if len(s) > 2}.values())
+    if len(distinct) < threshold:
+        raise ValueError(f"{len(distinct)} shares, threshold {threshold}")
+    size = max({len(s) for s in distinct}, key=[len(s) for s in distinct].count)  # what most holders sent
+    distinct = [s for s in distinct if len(s) == size]
+    for subset in itertools.islice(itertools.combinations(distinct, threshold), MAX_SUBSETS):
+        try:
+            secret = combine(list(subset), threshold=threshold)
+        except ValueError:
+            continue
+        if valid(secret):
+            return secret
+    raise ValueError(f"no {threshold} of {len(distinct)} shares rebuild a secret that matches its commitment")

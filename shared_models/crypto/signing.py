@@ -93,22 +93,23 @@ def verify_aggregate(public_key: Ed25519PublicKey, signature: bytes, *, round_id
 MASK_KEYS_DOMAIN = b"fedinterest/mask-keys-signature/v1\0"
 
 
-def _mask_keys_digest(context: bytes, channel: bytes, mask: bytes) -> bytes:
-    return hashlib.sha256(struct.pack("<I", len(context)) + context + channel + mask).digest()
+def _mask_keys_digest(context: bytes, channel: bytes, mask: bytes, commit: bytes) -> bytes:
+    return hashlib.sha256(struct.pack("<I", len(context)) + context + channel + mask + commit).digest()
 
 
 def sign_mask_keys(private_key: Ed25519PrivateKey, *, run_id: str, round_id: int, device_id: str, context: bytes,
-                   channel: bytes, mask: bytes) -> bytes:
-    """Device signature of the round keys it advertises for pairwise masking (``mask_wire.KeysReply``)."""
+                   channel: bytes, mask: bytes, commit: bytes) -> bytes:
+    """Device signature of the round keys and self-seed commitment it advertises for pairwise masking
+    (``mask_wire.KeysReply``)."""
     if not device_id:
         raise ValueError("device_id must be non-empty")
     return private_key.sign(signed_message(MASK_KEYS_DOMAIN, round_id=round_id, device_id=device_id, run_id=run_id,
-                                           payload_sha256=_mask_keys_digest(context, channel, mask)))
+                                           payload_sha256=_mask_keys_digest(context, channel, mask, commit)))
 
 
 def verify_mask_keys(public_key: Ed25519PublicKey, signature: bytes, *, run_id: str, round_id: int,
-                     device_id: str, context: bytes, channel: bytes, mask: bytes) -> bool:
-    """True iff ``signature`` is the device's signature of exactly these round keys."""
+                     device_id: str, context: bytes, channel: bytes, mask: bytes, commit: bytes) -> bool:
+    """True iff ``signature`` is the device's signature of exactly these round keys and commitment."""
     msg = signed_message(MASK_KEYS_DOMAIN, round_id=round_id, device_id=device_id, run_id=run_id,
-                         payload_sha256=_mask_keys_digest(context, channel, mask))
+                         payload_sha256=_mask_keys_digest(context, channel, mask, commit))
     return _verify(public_key, signature, msg)
