@@ -91,7 +91,8 @@ def make_strategy(cfg: Config, pop: Population, keys_dir: str, run_id: str = "")
     if not cfg.he.enabled:
         if user:
             return PlainDPFedAvg(template, server_lr=cfg.federated.server_lr,
-                                 denominator=distributed_dp(cfg).denominator, limits=UpdateLimits.from_config(cfg))
+                                 denominator=distributed_dp(cfg).denominator, limits=UpdateLimits.from_config(cfg),
+                                 ema_decay=cfg.federated.server_ema)
         f = cfg.federated
         return PlainFedAvg(template, make_server_optimizer(f.server_optimizer, lr=f.server_lr,
                                                            momentum=f.server_momentum, beta2=f.server_beta2,

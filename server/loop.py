@@ -77,12 +77,17 @@ class PlainFedAvg:
         t0 = time.perf_counter()
         average = fedavg([a.shared for a in self._accepted], [a.num_examples for a in self._accepted])
         self.shared = self.optimizer.step(self.shared, average)
-        if self.ema_decay:
-            x = {k: np.asarray(v, np.float64) for k, v in self.shared.items()}
-            self.ema = x if self.ema is None else {k: ema_step(self.ema[k], x[k], decay=self.ema_decay) for k in x}
+        self.track_ema()
         self.round_aggregate_s = time.perf_counter() - t0
         self.aggregate_s += self.round_aggregate_s
         return True
+
+
+    def track_ema(self) -> None:
+        """With ``ema_decay``: fold the new global model into the EMA (post-processing of released models)."""
+        if self.ema_decay:
+            x = {k: np.asarray(v, np.float64) for k, v in self.shared.items()}
+            self.ema = x if self.ema is None else {k: ema_step(self.ema[k], x[k], decay=self.ema_decay) for k in x}
 
 
 class Transport(Protocol):

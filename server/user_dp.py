@@ -55,8 +55,9 @@ class PlainDPFedAvg(PlainFedAvg):
     Without HE the server sees each device's noisy delta, whose own noise is only 1/sqrt(min_train_nodes)
     of the total: the user-level guarantee then holds against everyone who sees the model, not the server."""
 
-    def __init__(self, shared: dict[str, np.ndarray], *, server_lr: float, denominator: float, limits=None) -> None:
-        super().__init__(shared, limits=limits)
+    def __init__(self, shared: dict[str, np.ndarray], *, server_lr: float, denominator: float, limits=None,
+                 ema_decay: float = 0.0) -> None:
+        super().__init__(shared, limits=limits, ema_decay=ema_decay)
         self.server_lr, self.denominator = server_lr, denominator
 
     def finish(self, *, min_train_nodes: int) -> bool:
@@ -67,6 +68,7 @@ class PlainDPFedAvg(PlainFedAvg):
         self.shared = {k: apply_noisy_sum(np.asarray(v, np.float64), total[k], server_lr=self.server_lr,
                                           denominator=self.denominator).astype(np.float32)
                        for k, v in self.shared.items()}
+        self.track_ema()
         self.round_aggregate_s = time.perf_counter() - t0
         self.aggregate_s += self.round_aggregate_s
         return True

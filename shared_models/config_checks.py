@@ -98,8 +98,8 @@ def _validate_federated(cfg: "Config") -> None:
     check(f.server_tau > 0, "federated.server_tau", "> 0", f.server_tau)
     check(0 <= f.server_ema < 1, "federated.server_ema", "in [0, 1)", f.server_ema)
     if f.server_ema:
-        check(not cfg.he.enabled and not p.distributed, "federated.server_ema",
-              "0 with he.enabled = true or user-level DP (the server must hold the model)", f.server_ema)
+        check(not cfg.he.enabled, "federated.server_ema",
+              "0 with he.enabled = true (the server must hold the model)", f.server_ema)
     check(f.max_examples >= 1, "federated.max_examples", ">= 1", f.max_examples)
     check(0 < f.max_abs_weight < float("inf"), "federated.max_abs_weight", "finite and > 0", f.max_abs_weight)
     check(f.max_in_flight >= 0, "federated.max_in_flight", ">= 0 (0 = automatic)", f.max_in_flight)
