@@ -224,3 +224,20 @@ def test_a_holder_sending_wrong_shares_cannot_stop_the_round(tmp_path, monkeypat
     log = [json.loads(x) for x in (tmp_path / "run" / "round_log.jsonl").read_text().splitlines()]
     assert all(len(r["contributors"]) == USERS and not r["rejected"] for r in log)
     assert result["he"]["masking"]["unmasked"] == 2
+
+
+class SilentAtUnmask(InlineTransport):
+    """30% of the devices send their update, then never answer the unmask request."""
+
+    def exchange(self, round_id, stage, requests):
+        if stage == wire.STAGE_UNMASK:
+            requests = {n: r for n, r in requests.items() if n % 10 >= 3}
+        return super().exchange(round_id, stage, requests)
+
+
+def test_devices_silent_after_sending_stay_in_the_sum(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, masking=True)
+    monkeypatch.setattr(simulate_mod, "InlineTransport", SilentAtUnmask)
+    simulate(cfg, tmp_path / "run", progress=False, resume=False)
+    log = [json.loads(x) for x in (tmp_path / "run" / "round_log.jsonl").read_text().splitlines()]
+    assert all(len(r["contributors"]) == USERS and not r["rejected"] for r in log)  # 6 of 20 silent, all summed
