@@ -8,8 +8,14 @@ masked and unmasked, and the mean wall seconds), then, for every other label aga
 ref minus it with a 95% paired bootstrap over users: per seed (same seed, same users) and on per-user
 values averaged over the seeds.
 
+``--long-tail K`` prints all of it twice: for all users, then only for the users whose test item has at most K
+interactions in the training split (every user's history but the last two items), the split the runs used
+(``shared_models.datasets.load.load_split`` of their ``config.data``), users in the order of ``test_ranks``.
+
     python benchmarks/compare_central.py --ref long-short \
         --runs long-short=runs/quality/ls-s10-seed{0,1,2}.json long=runs/quality/long-s10-seed{0,1,2}.json
+    python benchmarks/compare_central.py --ref text --long-tail 5 \
+        --runs text=runs/itemtext/text-seed{0,1,2}.json --runs notext=runs/itemtext/notext-seed{0,1,2}.json
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from peerbench.compare import HEADLINE, format_table, per_user_means, summary_rows  # noqa: E402
+from shared_models.config import DataConfig  # noqa: E402
+from shared_models.datasets import UserSplit  # noqa: E402
+from shared_models.datasets.load import load_split  # noqa: E402
 from shared_models.train.evaluation import PROTOCOLS  # noqa: E402
 from shared_models.train.metrics import paired_bootstrap  # noqa: E402
 
@@ -37,6 +46,7 @@ def as_run(result: dict) -> dict:
     chosen = result["protocol"]
     other = next(p for p in PROTOCOLS if p != chosen)
     return {"seed": result["config"]["train"]["seed"], "wall_s": result["wall_s"], "epochs": result["epochs"],
+            "data": result["config"].get("data", {}),
             "ranks": {chosen: result["test_ranks"], other: result[f"test_ranks_{other}"]}}
 
 
@@ -54,8 +64,41 @@ def parse_runs(items: list[list[str]]) -> dict[str, list[dict]]:
             if sep and other != label:
                 raise SystemExit(f"--runs {item!r}: one --runs takes one label ({label!r})")
             files.append(path if sep else item)
-        runs[label] = [as_run(json.loads(Path(f).read_text())) for f in files]
+        runs[label] = [{**as_run(json.loads(Path(f).read_text())), "file": f} for f in files]
     return runs
+
+
+def long_tail_users(split: UserSplit, k: int) -> np.ndarray:
+    """Indices of the users whose test item has at most ``k`` interactions in the training split (all users'
+    training histories; an item never seen in training counts 0)."""
+    counts = np.bincount(np.concatenate([np.asarray(s, dtype=np.int64) for s in split.train]),
+                         minlength=split.num_items)
+    return np.flatnonzero(counts[split.test] <= k)
+
+
+def split_of(runs: dict[str, list[dict]]) -> UserSplit:
+    """The one leave-one-out split every run was evaluated on (a bench_peers run, which records no data
+    config, used the defaults); an error names the file whose data config differs from the first."""
+    configs = [(r["file"], DataConfig(**r.get("data", {}))) for rs in runs.values() for r in rs]
+    first_file, first = configs[0]
+    for f, cfg in configs[1:]:
+        if cfg != first:
+            raise SystemExit(f"{f}: data config {cfg} differs from {first_file}'s {first}; one split per comparison")
+    return load_split(first)
+
+
+def restrict(runs: dict[str, list[dict]], users: np.ndarray, num_users: int) -> dict[str, list[dict]]:
+    """Every run's ranks of ``users`` only; a run with other than ``num_users`` test ranks is an error naming
+    its file (its users cannot be matched with the split's)."""
+    out: dict[str, list[dict]] = {}
+    for label, rs in runs.items():
+        out[label] = []
+        for r in rs:
+            for p, ranks in r["ranks"].items():
+                if len(ranks) != num_users:
+                    raise SystemExit(f"{r['file']}: {len(ranks)} {p} test ranks, the split has {num_users} users")
+            out[label].append({**r, "ranks": {p: np.asarray(ranks)[users].tolist() for p, ranks in r["ranks"].items()}})
+    return out
 
 
 def paired_lines(runs: dict[str, list[dict]], ref: str, *, num_samples: int) -> list[str]:
@@ -85,15 +128,32 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", action="append", required=True, metavar="LABEL=FILE [FILE ...]")
     ap.add_argument("--ref", required=True, help="the label the others are compared with")
     ap.add_argument("--bootstrap-samples", type=int, default=2000)
+    ap.add_argument("--long-tail", type=int, default=None, metavar="K",
+                    help="also compare on the users whose test item has <= K training interactions")
     args = ap.parse_args()
     runs = parse_runs(args.runs)
     if args.ref not in runs:
         raise SystemExit(f"--ref {args.ref!r} is not one of the labels {sorted(runs)}")
     np.seterr(all="ignore")
-    print(format_table(summary_rows(runs)))
-    print("\n".join(paired_lines(runs, args.ref, num_samples=args.bootstrap_samples)))
+    if args.long_tail is None:
+        report(runs, args.ref, num_samples=args.bootstrap_samples)
+    else:
+        split = split_of(runs)
+        users = long_tail_users(split, args.long_tail)
+        print(f"## All users ({split.num_users})\n")
+        report(restrict(runs, np.arange(split.num_users), split.num_users), args.ref,
+               num_samples=args.bootstrap_samples)
+        print(f"\n## Long tail: test item with <= {args.long_tail} training interactions ({len(users)} of "
+              f"{split.num_users} users)\n")
+        report(restrict(runs, users, split.num_users), args.ref, num_samples=args.bootstrap_samples)
     for label, rs in runs.items():
         print(f"- {label}: epochs {[r.get('epochs') for r in rs]}, wall s {[round(r['wall_s']) for r in rs]}")
+
+
+def report(runs: dict[str, list[dict]], ref: str, *, num_samples: int) -> None:
+    """The table and the paired intervals of one set of users."""
+    print(format_table(summary_rows(runs)))
+    print("\n".join(paired_lines(runs, ref, num_samples=num_samples)))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from compare_central import paired_lines, parse_runs  # noqa: E402
+from compare_central import long_tail_users, paired_lines, parse_runs, restrict  # noqa: E402
+
+from shared_models.datasets import UserSplit  # noqa: E402
 
 
 def _result(path: Path, seed: int, ranks: list[int], unmasked: list[int]) -> str:
@@ -31,3 +34,24 @@ def test_a_model_ranking_every_target_first_beats_one_ranking_them_last(tmp_path
     unmasked_vs_peer = next(line for line in lines if line.startswith("- unmasked NDCG@10, good minus peer"))
     expected = 1 / np.log2(3) - 1
     assert f"seed 0 {expected:+.4f}" in unmasked_vs_peer
+
+
+def _split(train: list[list[int]], test: list[int], num_items: int = 7) -> UserSplit:
+    n = len(train)
+    return UserSplit(train=[np.asarray(t, dtype=np.int64) for t in train], valid=np.ones(n, dtype=np.int64),
+                     test=np.asarray(test, dtype=np.int64), num_items=num_items, user_ids=[str(u) for u in range(n)],
+                     item_ids=["[PAD]", *map(str, range(1, num_items))], item_text=None, dropped_users=0)
+
+
+def test_the_long_tail_is_the_users_whose_test_item_is_rare_in_training(tmp_path):
+    # training counts over all users: item 1 -> 3, 2 -> 2, 3 -> 2, 4 -> 1, 5 and 6 -> 0
+    split = _split([[1, 1, 2], [1, 2, 3], [3], [4]], test=[1, 5, 2, 4])
+    assert long_tail_users(split, 2).tolist() == [1, 2, 3]
+    assert long_tail_users(split, 1).tolist() == [1, 3]
+    assert long_tail_users(split, 0).tolist() == [1]
+    runs = parse_runs([[f"a={_result(tmp_path / 'a.json', 0, [1, 2, 3, 4], [5, 6, 7, 8])}"]])
+    tail = restrict(runs, long_tail_users(split, 1), split.num_users)
+    assert tail["a"][0]["ranks"] == {"masked": [2, 4], "unmasked": [6, 8]}
+    short = parse_runs([[f"b={_result(tmp_path / 'b.json', 0, [1, 2, 3], [1, 2, 3])}"]])
+    with pytest.raises(SystemExit, match="b.json: 3 masked test ranks, the split has 4 users"):
+        restrict(short, long_tail_users(split, 1), split.num_users)
