@@ -241,3 +241,23 @@ def test_devices_silent_after_sending_stay_in_the_sum(tmp_path, monkeypatch):
     simulate(cfg, tmp_path / "run", progress=False, resume=False)
     log = [json.loads(x) for x in (tmp_path / "run" / "round_log.jsonl").read_text().splitlines()]
     assert all(len(r["contributors"]) == USERS and not r["rejected"] for r in log)  # 6 of 20 silent, all summed
+
+
+class JunkTokens(InlineTransport):
+    """In round 1, device 2 seals share pairs nobody can open, then uploads as usual."""
+
+    def exchange(self, round_id, stage, requests):
+        replies = super().exchange(round_id, stage, requests)
+        if stage == wire.STAGE_SHARES and round_id == 1 and 2 in replies:
+            tokens = wire.TokensMessage.decode(replies[2]).tokens
+            replies[2] = wire.TokensMessage({v: os.urandom(len(t)) for v, t in tokens.items()}, {}).encode()
+        return replies
+
+
+def test_junk_share_pairs_cost_that_round_only(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, masking=True)
+    monkeypatch.setattr(simulate_mod, "InlineTransport", JunkTokens)
+    simulate(cfg, tmp_path / "run", progress=False, resume=False)
+    log = [json.loads(x) for x in (tmp_path / "run" / "round_log.jsonl").read_text().splitlines()]
+    assert log[0]["contributors"] == [] and "masks cannot be removed" in log[0]["rejected"][0]["reason"]
+    assert len(log[1]["contributors"]) == USERS
