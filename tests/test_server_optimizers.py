@@ -86,20 +86,6 @@ def test_unknown_optimizer_names_the_key():
         make_server_optimizer("fedyogi", lr=1.0, momentum=0.9, beta2=0.99, tau=1e-3)
 
 
-def test_a_plaintext_dp_server_keeps_an_ema_of_the_released_models():
-    """Under user- or window-level DP the released models are already private: their EMA is post-processing."""
-    strategy = PlainDPFedAvg({"w": np.zeros(1, np.float32)}, server_lr=1.0, denominator=1.0, ema_decay=0.5)
-    for r, value in enumerate((4.0, 4.0, -8.0), start=1):  # models 4, 8, 0 -> EMA 4, 6, 3
-        strategy.begin(r, [0])
-        strategy.offer(_reply(0, [value], 1))
-        assert strategy.finish(min_train_nodes=1)
-    np.testing.assert_allclose(strategy.broadcast()["w"], [0.0])
-    np.testing.assert_allclose(strategy.evaluation_state()["w"], [3.0])
-    cfg = build_config({"federated": {"server-ema": 0.5, "personal-short-term": False}, "he": {"enabled": False},
-                        "privacy": {"mode": "window"}})
-    assert cfg.federated.server_ema == 0.5
-
-
 @pytest.mark.parametrize("sections,needle", [
     ({"federated": {"server-optimizer": "fedadam"}, "he": {"enabled": True}}, "he.enabled = true"),
     ({"federated": {"server-optimizer": "fedavgm"}, "he": {"enabled": False}, "privacy": {"mode": "user"}},
