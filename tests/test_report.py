@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import re
+from types import SimpleNamespace
 
 import matplotlib.image
 import pytest
@@ -17,7 +18,7 @@ from simulations.audit.run import audit_run
 from simulations.cli.main import app
 from simulations.report.baselines import POPULARITY_FILE
 from simulations.report.browser import check_page, find_chromium
-from simulations.report.run_page import RUN_SECTIONS
+from simulations.report.run_page import RUN_SECTIONS, _masking
 from simulations.report.sweep_page import SWEEP_SECTIONS
 from simulations.report.write import write_report
 from simulations.simulate import simulate
@@ -139,3 +140,14 @@ def test_the_browser_check_catches_console_errors_and_broken_images(tmp_path):
     assert any('"boom"' in line for line in check.console)
     assert any("failed to load data:image/png" in line for line in check.console)
     assert check.images[0]["natural_w"] == 0
+
+
+def test_the_cost_section_states_the_masks_or_their_absence():
+    masked = SimpleNamespace(metrics={"he": {"enabled": True, "masking": {
+        "enabled": True, "neighbours": 25, "threshold": 8, "rounds": 5, "unmasked": 4, "not_ready": 3,
+        "mask_bytes_per_device_round": 7450.4, "prepare_s": 9.83, "unmask_s": 4.4}}})
+    text = _masking(masked)
+    for cell in ("<td>25 / 8</td>", "<td>4 / 5</td>", ">3<", ">7450<", "<td>9.8 / 4.4</td>"):
+        assert cell in text
+    assert "could read single updates" in _masking(SimpleNamespace(metrics={"he": {"enabled": True}}))
+    assert _masking(SimpleNamespace(metrics={"he": {"enabled": False}})) == ""

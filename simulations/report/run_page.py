@@ -49,7 +49,7 @@ def run_report(run_dir: Path, *, reference: Path | None = None, popularity: bool
                 _rejections(run)),
         section("cost", "Cost per round",
                 image(figures.cost(run.history, update_bytes(run)), "wall time and bytes per round",
-                      "no rounds recorded")),
+                      "no rounds recorded"), _masking(run)),
         _audit(run),
     ])
 
@@ -95,6 +95,22 @@ def _rejections(run: RunData) -> str:
         total = int(np.nansum(run.history.get("rejected", []))) if run.history else 0
         return note(f"{total} updates rejected by the server")
     return table(["round", "node", "reason"], [[r["round"], r["node"], r["reason"]] for r in listed])
+
+
+def _masking(run: RunData) -> str:
+    """Pairwise masks (he.masking): their settings and what they cost over the run."""
+    he = (run.metrics or {}).get("he") or {}
+    m = he.get("masking") or {}
+    if not he.get("enabled"):
+        return ""
+    if not m.get("enabled"):
+        return note("no pairwise masks (he.masking = false): a device holding the CKKS key could read single updates")
+    rows = [["neighbours / threshold", f"{m.get('neighbours')} / {m.get('threshold')}"],
+            ["rounds unmasked / set up", f"{m.get('unmasked')} / {m.get('rounds')}"],
+            ["sampled devices left out by the key exchange", m.get("not_ready")],
+            ["masking bytes per device and round", round(float(m.get("mask_bytes_per_device_round") or 0.0))],
+            ["server seconds: key exchange / unmasking", f"{m.get('prepare_s', 0.0):.1f} / {m.get('unmask_s', 0.0):.1f}"]]
+    return table(["pairwise masks", "value"], rows)
 
 
 def update_bytes(run: RunData) -> float:
