@@ -118,7 +118,8 @@ class FederatedConfig:
     server_beta2: float = 0.99  # fedadam
     server_tau: float = 1e-3  # fedadam adaptivity (added to sqrt(v))
     # > 0: the plaintext server also keeps ema = d * ema + (1 - d) * global; evaluation, selection, the final
-    # test and the shipped model use it, devices still train from the global model (server/optimizers.py)
+    # test and the shipped model use it, devices still train from the global model (server/optimizers.py).
+    # Under user- or window-level DP the released models are already private, so their EMA is post-processing
     server_ema: float = 0.0
     # plaintext transport: the server rejects an update claiming more training windows than this, or with a
     # shared weight of larger magnitude (a device's own FedAvg weight and values are otherwise unbounded)
