@@ -17,6 +17,7 @@ What the device enforces whatever the server says (``docs/threat-model.md`` sect
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.store import DeviceStore
 from shared_models.atomic_io import atomic_write_bytes
+from shared_models.config import Config
 from shared_models.crypto import DeviceKeys
 from shared_models.crypto import mask_wire as wire
 from shared_models.crypto.context import context_params
@@ -34,7 +36,6 @@ from shared_models.crypto.seed_sharing import SharePair, raw_private
 from shared_models.crypto.signing import sign_mask_keys
 
 STATE_FILE = "mask_round.json"
-ORDER = ("keys", "shares", "received", "uploaded", "revealed")
 
 
 def _b64(b: bytes) -> str:
@@ -170,6 +171,13 @@ def upload_mask(store: DeviceStore, keys: DeviceKeys, n_params: int, *, run_id: 
     return state.device().upload_mask(state.peers(), context=state.context,
                                       n_ciphertexts=keys.he.n_ciphertexts(n_params), degree=params.degree,
                                       modulus=params.modulus)
+
+
+def mask_maker(cfg: Config, store: DeviceStore, keys: DeviceKeys, *, run_id: str, round_id: int):
+    """This round's c0 mask maker for ``client.secure.encode_update`` under ``he.masking``; None without it."""
+    if not cfg.he.masking:
+        return None
+    return functools.partial(upload_mask, store, keys, run_id=run_id, round_id=round_id)
 
 
 def _unmask(req: wire.UnmaskRequest, store: DeviceStore, run_id: str, round_id: int) -> bytes:

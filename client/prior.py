@@ -8,7 +8,6 @@ every instruction carries the released sum (encrypted under HE); the device deco
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,8 +42,7 @@ def contribute(inp: "RoundInput") -> TrainReply:
     d.store.record_contribution(PRIOR_ROUND)  # before the contribution leaves the device
     if cfg.he.enabled:
         keys = device_keys(d.keys_dir, d.data.device_id)
-        mask = (functools.partial(masks.upload_mask, d.store, keys, run_id=inp.run_id, round_id=PRIOR_ROUND)
-                if cfg.he.masking else None)
+        mask = masks.mask_maker(cfg, d.store, keys, run_id=inp.run_id, round_id=PRIOR_ROUND)
         reply.payload, reply.signature, encrypt_s = encode_update({PRIOR_KEY: noisy}, weight=1, keys=keys,
                                                                   round_id=PRIOR_ROUND, run_id=inp.run_id, mask=mask)
         reply.metrics = {"encrypt_s": encrypt_s}

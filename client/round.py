@@ -7,7 +7,6 @@ batched training step (``step``) into it. A round's inputs are one ``RoundInput`
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,6 @@ from client.secure import device_keys, encode_update, global_model, sum_decrypts
 from client.store import DeviceStore
 from client.user_dp import user_level_decoding
 from shared_models.config import Config
-from shared_models.crypto import DeviceKeys
 from shared_models.datasets.population import DeviceData
 from shared_models.messages import TrainReply
 from shared_models.model.state import initial_shared
@@ -157,17 +155,11 @@ def make_reply(out: TrainOutcome, inp: RoundInput, he_metrics: dict[str, float])
     if cfg.he.enabled:
         keys = device_keys(inp.device.keys_dir, device_id)
         reply.payload, reply.signature, reply.metrics["encrypt_s"] = encode_update(
-            out.shared, weight=weight, keys=keys, round_id=inp.round_id, run_id=inp.run_id, mask=round_mask(inp, keys))
+            out.shared, weight=weight, keys=keys, round_id=inp.round_id, run_id=inp.run_id,
+            mask=masks.mask_maker(cfg, inp.device.store, keys, run_id=inp.run_id, round_id=inp.round_id))
     else:
         reply.shared, reply.num_examples = out.shared, weight
     return reply
-
-
-def round_mask(inp: RoundInput, keys: DeviceKeys):
-    """This round's pairwise c0 mask maker under ``he.masking`` (None without masking)."""
-    if not inp.cfg.he.masking:
-        return None
-    return functools.partial(masks.upload_mask, inp.device.store, keys, run_id=inp.run_id, round_id=inp.round_id)
 
 
 def answer_mask(inp: RoundInput, stage: str, request: bytes) -> bytes:

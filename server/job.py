@@ -18,12 +18,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from server.checkpoint import load_checkpoint, save_checkpoint, trim_history
 from server.loop import PlainFedAvg, RoundStats, UpdateLimits, append_history, evaluate_nodes, evaluation_state, run_rounds, write_json
+from server.masks import attach_masks
 from server.optimizers import make_server_optimizer
 from server.prior import release_prior
 from server.report import build_result, ledger_epsilons
 from server.run_id import run_identity
 from server.run_log import log_record, open_round_log, server_signing_key
-from server.masks import attach_masks
 from server.secure import SecureAggregation
 from server.selection import ModelSelection
 from server.user_dp import (PlainDPFedAvg, UserAccountant, check_population, check_running_sum_capacity, sample_rate,

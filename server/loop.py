@@ -82,7 +82,6 @@ class PlainFedAvg:
         self.aggregate_s += self.round_aggregate_s
         return True
 
-
     def track_ema(self) -> None:
         """With ``ema_decay``: fold the new global model into the EMA (post-processing of released models)."""
         if self.ema_decay:

@@ -164,16 +164,22 @@ class SecureAggregation:
         if self.checker is None:
             return summed
         holder = min(in_sum)
-        self.sum_checks += 1
         try:
-            valid = bool(self.checker(holder, summed))
-        except Exception as exc:
-            return self._keep_previous(rnd, f"the key holder on node {holder} did not answer a sum check "
-                                       f"({str(exc)[:200]})")
+            valid = self._ask(holder, summed)
+        except NoAnswer as exc:
+            return self._keep_previous(rnd, f"the key holder on node {holder} did not answer a sum check ({exc})")
         if not valid:
             return self._keep_previous(rnd, "the unmasked sum does not decrypt; under masks a sub-sum cannot be "
                                        "tested without unmasking single updates, so no update is excluded")
         return summed
+
+    def _ask(self, holder: int, blob: bytes) -> bool:
+        """One question to the key holder: does ``blob`` decrypt? NoAnswer when it does not answer."""
+        self.sum_checks += 1
+        try:
+            return bool(self.checker(holder, blob))
+        except Exception as exc:
+            raise NoAnswer(str(exc)[:200]) from exc
 
     def _keep_previous(self, rnd: SecureRound, why: str) -> None:
         log.error("round %d: %s: keeping the previous sum", rnd.round_id, why)
@@ -192,17 +198,9 @@ class SecureAggregation:
         """Ask a key holder whether the round's sum decrypts; if not, find and exclude the updates that break
         it (group testing over sub-sums) and sum the rest. True when ``rnd.aggregator`` holds a sum to release."""
         holder = min(node for node, _ in rnd.updates)  # a device of this round: it holds the key
-
-        def check(blob: bytes) -> bool:
-            self.sum_checks += 1
-            try:
-                return bool(self.checker(holder, blob))
-            except Exception as exc:
-                raise NoAnswer(str(exc)[:200]) from exc
-
         t0 = time.perf_counter()
         try:
-            return self._search(rnd, min_train_nodes, holder, check)
+            return self._search(rnd, min_train_nodes, holder, lambda blob: self._ask(holder, blob))
         except NoAnswer as exc:  # nothing unchecked is released, nobody is excluded on a missing answer
             log.error("round %d: the key holder on node %d did not answer a sum check (%s): keeping the previous "
                       "sum", rnd.round_id, holder, exc)
