@@ -8,6 +8,10 @@ masked and unmasked, and the mean wall seconds), then, for every other label aga
 ref minus it with a 95% paired bootstrap over users: per seed (same seed, same users) and on per-user
 values averaged over the seeds.
 
+``--planted ITEMS:SEED`` (runs on ``fedinterest data synth --items ITEMS --seed SEED``) prints it for all users, then
+for the users whose test item is the planted chain's successor of their validation item (the short-term signal)
+and for the others (mostly the first item of a new session, where only the long-term favourites help).
+
 ``--long-tail K`` prints all of it twice: for all users, then only for the users whose test item has at most K
 interactions in the training split (every user's history but the last two items), the split the runs used
 (``shared_models.datasets.load.load_split`` of their ``config.data``), users in the order of ``test_ranks``.
@@ -34,6 +38,7 @@ from peerbench.compare import HEADLINE, format_table, per_user_means, summary_ro
 from shared_models.config import DataConfig  # noqa: E402
 from shared_models.datasets import UserSplit  # noqa: E402
 from shared_models.datasets.load import load_split  # noqa: E402
+from shared_models.datasets.synth import planted_structure  # noqa: E402
 from shared_models.train.evaluation import PROTOCOLS  # noqa: E402
 from shared_models.train.metrics import paired_bootstrap  # noqa: E402
 
@@ -74,6 +79,20 @@ def long_tail_users(split: UserSplit, k: int) -> np.ndarray:
     counts = np.bincount(np.concatenate([np.asarray(s, dtype=np.int64) for s in split.train]),
                          minlength=split.num_items)
     return np.flatnonzero(counts[split.test] <= k)
+
+
+def chain_successor_users(split: UserSplit, *, num_items: int, seed: int) -> np.ndarray:
+    """Indices of the users whose test item is the planted chain's successor of their validation item, on a
+    dataset of ``fedinterest data synth --items num_items --seed seed`` (its items are named by their ids)."""
+    synthetic = np.array([-1] + [int(t) for t in split.item_ids[1:]], dtype=np.int64)  # dense index -> item id
+    valid, test = synthetic[np.asarray(split.valid)], synthetic[np.asarray(split.test)]
+    if valid.min() < 1 or max(valid.max(), test.max()) > num_items:
+        raise SystemExit(f"--planted {num_items}:{seed}: the split's items are not 1..{num_items}")
+    try:
+        layout = planted_structure(num_items=num_items, seed=seed)
+    except ValueError as exc:
+        raise SystemExit(f"--planted {num_items}:{seed}: {exc}") from None
+    return np.flatnonzero(layout.successor[valid] == test)
 
 
 def split_of(runs: dict[str, list[dict]]) -> UserSplit:
@@ -130,22 +149,33 @@ def main() -> None:
     ap.add_argument("--bootstrap-samples", type=int, default=2000)
     ap.add_argument("--long-tail", type=int, default=None, metavar="K",
                     help="also compare on the users whose test item has <= K training interactions")
+    ap.add_argument("--planted", default=None, metavar="ITEMS:SEED",
+                    help="runs on `fedinterest data synth --items ITEMS --seed SEED`: also compare on the users whose "
+                         "test item follows the planted chain from their validation item, and on the others")
     args = ap.parse_args()
     runs = parse_runs(args.runs)
     if args.ref not in runs:
         raise SystemExit(f"--ref {args.ref!r} is not one of the labels {sorted(runs)}")
     np.seterr(all="ignore")
-    if args.long_tail is None:
+    if args.long_tail is None and args.planted is None:
         report(runs, args.ref, num_samples=args.bootstrap_samples)
     else:
         split = split_of(runs)
-        users = long_tail_users(split, args.long_tail)
-        print(f"## All users ({split.num_users})\n")
-        report(restrict(runs, np.arange(split.num_users), split.num_users), args.ref,
-               num_samples=args.bootstrap_samples)
-        print(f"\n## Long tail: test item with <= {args.long_tail} training interactions ({len(users)} of "
-              f"{split.num_users} users)\n")
-        report(restrict(runs, users, split.num_users), args.ref, num_samples=args.bootstrap_samples)
+        slices = [(f"All users ({split.num_users})", np.arange(split.num_users))]
+        if args.long_tail is not None:
+            users = long_tail_users(split, args.long_tail)
+            slices.append((f"Long tail: test item with <= {args.long_tail} training interactions ({len(users)} of "
+                           f"{split.num_users} users)", users))
+        if args.planted is not None:
+            num_items, _, seed = args.planted.partition(":")
+            chained = chain_successor_users(split, num_items=int(num_items), seed=int(seed or 0))
+            rest = np.setdiff1d(np.arange(split.num_users), chained)
+            slices += [(f"Test item = chain successor of the validation item: short-term signal ({len(chained)} "
+                        "users)", chained),
+                       (f"Any other test item, mostly a new session: long-term signal ({len(rest)} users)", rest)]
+        for i, (title, users) in enumerate(slices):
+            print(f"{'' if i == 0 else chr(10)}## {title}\n")
+            report(restrict(runs, users, split.num_users), args.ref, num_samples=args.bootstrap_samples)
     for label, rs in runs.items():
         print(f"- {label}: epochs {[r.get('epochs') for r in rs]}, wall s {[round(r['wall_s']) for r in rs]}")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from shared_models.crypto import (DecryptionError, DeviceKeys, PayloadError, decrypt_average, device_key_digest,
-                                  encrypt_update, load_device_keys, payload_sha256, sign_update)
+                                  encrypt_update, load_device_keys, payload_sha256, sign_update, unwrap_average)
 from shared_models.model.state import flatten, unflatten
 from shared_models.privacy.user_level import apply_noisy_sum
 
@@ -91,7 +91,12 @@ def global_model(blob: bytes | None, keys: DeviceKeys, template: dict[str, np.nd
 
     FedAvg: the sum of weighted weights over the total weight. User-level DP: the running sum of every
     round's noisy deltas, added to the initial model (``template``) as ``server_lr * sum / denominator`` (user and
-    window modes: ``client.user_dp.user_level_decoding``)."""
+    window modes: ``client.user_dp.user_level_decoding``). An averaged-model envelope
+    (``federated.server_average``, ``shared_models/crypto/averaged.py``) holds the sum of the last k released
+    aggregates: FedAvg's weighted mean already averages them; under DP the denominator is k times larger."""
+    if blob:
+        blob, terms = unwrap_average(blob)
+        denominator *= terms
     weights, total, seconds = decode_global(blob, keys, template, unit_weights=unit_weights)
     if user_level and blob:
         weights = OrderedDict((k, apply_noisy_sum(np.asarray(template[k], np.float64),

@@ -11,6 +11,7 @@ round never spends privacy twice.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -24,6 +25,7 @@ from shared_models.atomic_io import atomic_write_bytes
 
 STATE = "state.json"
 EMA = "ema.npz"  # the plaintext server's moving average of the global model (federated.server_ema)
+RECENT = "recent.npz"  # the plaintext server's last released models (federated.server_average), "<i>/<param>"
 
 
 UNCOMPARED_SECTIONS = ("tracking",)
@@ -66,11 +68,18 @@ def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: di
         atomic_write_bytes(d / "server_optimizer.npz", _npz(strategy.optimizer.state()))
         if strategy.ema is not None:
             atomic_write_bytes(d / EMA, _npz(strategy.ema))
+        if strategy.recent:  # federated.server_average: the window of released models
+            atomic_write_bytes(d / RECENT, _npz({f"{i}/{k}": v for i, m in enumerate(strategy.recent)
+                                                 for k, v in m.items()}))
     else:
         if strategy.latest is not None:
             atomic_write_bytes(d / "global.ckks", strategy.latest)
+        recent = [f"recent-{hashlib.sha256(blob).hexdigest()[:24]}.ckks" for blob in strategy.recent]
+        for name, blob in zip(recent, strategy.recent):  # federated.server_average: named by content, listed
+            if not (d / name).is_file():  # in state.json, so a crash before the commit leaves the old list whole
+                atomic_write_bytes(d / name, blob)
         extra = {"node_of": strategy.node_of, "rejected": strategy.rejected, "has_sum": strategy.latest is not None,
-                 "sum_checks": strategy.sum_checks}
+                 "sum_checks": strategy.sum_checks, "recent": recent}
     state = {"round": stats[-1].round if stats else 0, "stats": [dataclasses.asdict(s) for s in stats],
              "config": config, "server": extra}
     best = None
@@ -87,6 +96,9 @@ def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: di
     atomic_write_bytes(d / STATE, json.dumps(state, default=float).encode())
     for old in d.glob("best-*"):  # after the commit point: earlier bests and crashed attempts' leftovers
         if old != best:
+            old.unlink(missing_ok=True)
+    for old in d.glob("recent-*.ckks"):
+        if old.name not in extra.get("recent", ()):
             old.unlink(missing_ok=True)
 
 
@@ -109,12 +121,17 @@ def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any],
             strategy.optimizer.load(_load_npz(opt_path))
         if (_dir(run_dir) / EMA).is_file():
             strategy.ema = _load_npz(_dir(run_dir) / EMA)
+        if (_dir(run_dir) / RECENT).is_file():
+            flat = _load_npz(_dir(run_dir) / RECENT)
+            count = 1 + max(int(name.split("/", 1)[0]) for name in flat)
+            strategy.recent = [{k: flat[f"{i}/{k}"] for k in strategy.shared} for i in range(count)]
     else:
         server = state["server"]
         strategy.latest = (_dir(run_dir) / "global.ckks").read_bytes() if server["has_sum"] else None
         strategy.node_of = {k: int(v) for k, v in server["node_of"].items()}
         strategy.rejected = [tuple(r) for r in server["rejected"]]
         strategy.sum_checks = int(server.get("sum_checks", 0))
+        strategy.recent = [(_dir(run_dir) / name).read_bytes() for name in server.get("recent", [])]
     if selection is not None and "selection" in state:
         selection.load_json(state["selection"], _load_best(_dir(run_dir), state["selection"]))
     return int(state["round"]), [RoundStats(**s) for s in state["stats"]]

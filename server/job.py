@@ -85,22 +85,22 @@ def make_strategy(cfg: Config, pop: Population, keys_dir: str, run_id: str = "")
     """PlainFedAvg (server holds the weights) or SecureAggregation (server holds only an encrypted sum)."""
     template = initial_shared(cfg, pop.num_items, pop.text)  # public architecture: shapes only under HE
     user = cfg.privacy.distributed  # noisy deltas summed over rounds, decoded with a fixed denominator
+    f = cfg.federated
     if user:
         sample_rate(cfg, len(pop.devices))  # clients_per_round <= N (ConfigError otherwise)
-        check_running_sum_capacity(cfg, len(pop.devices))
+    check_running_sum_capacity(cfg, len(pop.devices))
     if not cfg.he.enabled:
         if user:
-            return PlainDPFedAvg(template, server_lr=cfg.federated.server_lr,
-                                 denominator=distributed_dp(cfg).denominator, limits=UpdateLimits.from_config(cfg),
-                                 ema_decay=cfg.federated.server_ema)
-        f = cfg.federated
+            return PlainDPFedAvg(template, server_lr=f.server_lr, denominator=distributed_dp(cfg).denominator,
+                                 limits=UpdateLimits.from_config(cfg), ema_decay=f.server_ema,
+                                 average_last=f.server_average)
         return PlainFedAvg(template, make_server_optimizer(f.server_optimizer, lr=f.server_lr,
                                                            momentum=f.server_momentum, beta2=f.server_beta2,
                                                            tau=f.server_tau), ema_decay=f.server_ema,
-                           limits=UpdateLimits.from_config(cfg))
+                           average_last=f.server_average, limits=UpdateLimits.from_config(cfg))
     n_params = int(sum(v.size for v in template.values()))
     return SecureAggregation(load_server_keys(Path(keys_dir), n_threads=1), n_params=n_params, accumulate=user,
-                             run_id=run_id)
+                             run_id=run_id, average_last=f.server_average)
 
 
 def run_job(cfg: Config, transport, run_dir: Path, *, keys_dir: str = "", progress: bool = True) -> dict[str, Any]:

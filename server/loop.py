@@ -36,12 +36,14 @@ class PlainFedAvg:
     """Plaintext FedAvg: the server holds the global shared weights (``he.enabled = false``)."""
 
     def __init__(self, shared: dict[str, np.ndarray], optimizer: ServerOptimizer | None = None, *,
-                 ema_decay: float = 0.0, limits: "UpdateLimits | None" = None) -> None:
+                 ema_decay: float = 0.0, average_last: int = 0, limits: "UpdateLimits | None" = None) -> None:
         self.shared = shared
         self.limits = limits or UpdateLimits()
         self.optimizer = optimizer or ServerOptimizer(lr=1.0)  # plain FedAvg: the average is the new model
         self.ema_decay = ema_decay  # > 0: also keep an EMA of the global model (``evaluation_state``)
         self.ema: dict[str, np.ndarray] | None = None  # float64
+        self.average_last = average_last  # > 0: evaluate the mean of the last released models instead
+        self.recent: list[dict[str, np.ndarray]] = []  # the last ``average_last`` released models, oldest first
         self._accepted: list[TrainReply] = []
         self.aggregate_s = 0.0
         self.round_aggregate_s = 0.0
@@ -52,10 +54,14 @@ class PlainFedAvg:
         return self.shared
 
     def evaluation_state(self) -> dict[str, np.ndarray]:
-        """What evaluation, selection, the final test and the shipped model use: the EMA when kept."""
-        if self.ema is None:
+        """What evaluation, selection, the final test and the shipped model use: the EMA or the mean of the
+        last ``average_last`` released models when kept."""
+        kept = self.ema
+        if self.recent:
+            kept = {k: np.mean([m[k] for m in self.recent], axis=0) for k in self.recent[0]}
+        if kept is None:
             return self.shared
-        return {k: v.astype(np.asarray(self.shared[k]).dtype) for k, v in self.ema.items()}
+        return {k: v.astype(np.asarray(self.shared[k]).dtype) for k, v in kept.items()}
 
     def begin(self, round_id: int, nodes: list[int]) -> None:
         self._accepted, self._round = [], round_id
@@ -83,10 +89,13 @@ class PlainFedAvg:
         return True
 
     def track_ema(self) -> None:
-        """With ``ema_decay``: fold the new global model into the EMA (post-processing of released models)."""
+        """With ``ema_decay`` or ``average_last``: fold the new global model into the EMA or the window of
+        released models (post-processing of released models)."""
+        x = {k: np.asarray(v, np.float64) for k, v in self.shared.items()}
         if self.ema_decay:
-            x = {k: np.asarray(v, np.float64) for k, v in self.shared.items()}
             self.ema = x if self.ema is None else {k: ema_step(self.ema[k], x[k], decay=self.ema_decay) for k in x}
+        if self.average_last:
+            self.recent = (self.recent + [x])[-self.average_last:]
 
 
 class Transport(Protocol):

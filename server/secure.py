@@ -31,7 +31,7 @@ from shared_models.messages import UNDECODABLE, TrainReply
 from server.group_testing import find_defective
 from server.masks import MaskCoordinator, MaskError
 from shared_models.crypto import (Aggregator, PayloadError, ServerKeys, add_aggregates, payload_sha256,
-                                  verify_update)
+                                  sum_released, verify_update)
 
 SumChecker = Callable[[int, bytes], bool]  # (key holder's node, aggregate) -> does it decrypt on that device
 
@@ -60,9 +60,12 @@ class SecureRound:
 class SecureAggregation:
     """Keeps the latest encrypted global sum; never decrypts (it cannot: no secret key)."""
 
-    def __init__(self, keys: ServerKeys, *, n_params: int, accumulate: bool = False, run_id: str = "") -> None:
+    def __init__(self, keys: ServerKeys, *, n_params: int, accumulate: bool = False, run_id: str = "",
+                 average_last: int = 0) -> None:
         """``accumulate``: keep the running sum over rounds (user-level DP: devices add it to the initial
-        model with a fixed denominator) instead of replacing the sum every round (FedAvg of weights)."""
+        model with a fixed denominator) instead of replacing the sum every round (FedAvg of weights).
+        ``average_last`` > 0: evaluation and the shipped model are the sum of the last released sums in an
+        envelope devices divide by their number (``shared_models/crypto/averaged.py``)."""
         if keys.context.is_private():
             raise ValueError("the server context holds a secret key: refusing to run server-blind aggregation")
         self.keys, self.n_params, self.accumulate, self.run_id = keys, n_params, accumulate, run_id
@@ -79,10 +82,36 @@ class SecureAggregation:
         self.sum_checks = 0  # questions asked of key holders over the run
         self.excluded: list[int] = []  # nodes whose valid-looking update the last round excluded
         self.masks: MaskCoordinator | None = None  # he.masking: pairwise masks on every update (server/masks.py)
+        self.average_last = average_last
+        self.recent: list[bytes] = []  # the last ``average_last`` released sums, oldest first
+        self._average: bytes | None = None  # their envelope, made when first asked for
 
     # -- the strategy interface used by server.loop.run_rounds --------------------------------------
     def broadcast(self) -> bytes | None:
         return self.latest
+
+    def evaluation_state(self) -> bytes | None:
+        """What evaluation, selection, the final test and the shipped model use: the latest sum, or with
+        ``average_last`` the envelope of the last released sums (added under encryption, never decrypted)."""
+        if not self.average_last or not self.recent:
+            return self.latest
+        if self._average is None:
+            try:
+                self._average = sum_released(self.keys.context, self.recent, cfg=self.keys.he)
+            except PayloadError as exc:  # capacity; the config check sizes he.max_summands for it
+                log.error("cannot add the last %d released sums (%s): evaluating the latest", len(self.recent), exc)
+                return self.latest
+        return self._average
+
+    def _remember(self, released: bytes | None, *, undo: bool = False) -> None:
+        """Keep the window of released sums in step with ``latest`` (``undo``: the last release was reverted)."""
+        if not self.average_last:
+            return
+        if undo:
+            self.recent = self.recent[:-1]
+        elif released is not None:
+            self.recent = (self.recent + [released])[-self.average_last:]
+        self._average = None
 
     def begin(self, round_id: int, sampled: list[int]) -> SecureRound:
         self.round = SecureRound(round_id, set(sampled), self._summed([]))
@@ -127,6 +156,7 @@ class SecureAggregation:
             log.error("round %d: %d devices cannot decrypt the global sum and no valid update arrived: going back "
                       "to the sum before it", rnd.round_id, len(rnd.undecodable))
             self.latest, self._before, self._can_revert = self._before, None, False
+            self._remember(None, undo=True)
             self.rejected.append((rnd.round_id, -1, "the broadcast sum did not decrypt on "
                                   f"{len(rnd.undecodable)} devices: reverted to the previous sum"))
         if ok:
@@ -141,6 +171,8 @@ class SecureAggregation:
             if ok:
                 self._before, self._can_revert = self.latest, True
             self.latest = summed
+            if ok:
+                self._remember(summed)
             rnd.aggregate_s += time.perf_counter() - t0
         self.aggregate_s += rnd.aggregate_s
         self.round_aggregate_s = rnd.aggregate_s

@@ -11,6 +11,7 @@ round at q = clients_per_round / N (user modes) or (clients_per_round / N) * win
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from shared_models.atomic_io import atomic_write_bytes
 from shared_models.config import Config, ConfigError
 from shared_models.privacy import PrivacyLedger
 from shared_models.privacy.distributed import distributed_dp
-from shared_models.privacy.user_level import apply_noisy_sum, client_sample_rate, max_participants
+from shared_models.privacy.user_level import apply_noisy_sum, max_participants
 
 USER_LEDGER = Path("server") / "user_ledger.json"  # under RUN_DIR (the server's own state; every distributed mode)
 SAMPLER_SECRET = Path("server") / "sampler_secret.bin"
@@ -31,22 +32,33 @@ SECRET_BYTES = 32
 
 
 def sample_rate(cfg: Config, num_devices: int) -> float:
+    """The accountant's q of the config's distributed mode; ConfigError naming the key when it has none."""
     try:
-        return client_sample_rate(clients_per_round=cfg.federated.clients_per_round, num_devices=num_devices)
+        return distributed_dp(cfg).sample_rate(clients_per_round=cfg.federated.clients_per_round,
+                                               num_devices=num_devices)
     except ValueError as exc:
         raise ConfigError(f"config key 'federated.clients_per_round': {exc}") from None
 
 
 def check_running_sum_capacity(cfg: Config, num_devices: int) -> None:
-    """Under HE the running sum of every round's noisy deltas must fit ``he.max_summands``."""
-    if not cfg.he.enabled:
+    """Under HE every sum the server forms must fit ``he.max_summands``: the running sum of every round's noisy
+    deltas (distributed DP), and ``federated.server_average`` of those (or of FedAvg rounds) added up."""
+    f = cfg.federated
+    if not cfg.he.enabled or not (cfg.privacy.distributed or f.server_average > 1):
         return
-    need = cfg.federated.num_server_rounds * min(num_devices, max_participants(cfg.federated.clients_per_round))
+    if cfg.privacy.distributed:
+        per_round = min(num_devices, max_participants(f.clients_per_round))
+        need, why = f.num_server_rounds * per_round, (
+            f"num_server_rounds x a 6-sigma bound on Poisson participants of {num_devices} devices at "
+            f"clients_per_round={f.clients_per_round}: the running sum over rounds must not overflow")
+    else:
+        need = min(num_devices, math.ceil(f.fraction_train * num_devices) if f.fraction_train > 0
+                   else f.clients_per_round)
+        why = "the devices of one round"
+    if f.server_average > 1:
+        need, why = need * f.server_average, f"federated.server_average={f.server_average} x ({why})"
     if cfg.he.max_summands < need:
-        raise ConfigError(f"config key 'he.max_summands': expected >= {need} (num_server_rounds x a 6-sigma bound "
-                          f"on Poisson participants of {num_devices} devices at clients_per_round="
-                          f"{cfg.federated.clients_per_round}: the running sum over rounds must not overflow), "
-                          f"got {cfg.he.max_summands}")
+        raise ConfigError(f"config key 'he.max_summands': expected >= {need} ({why}), got {cfg.he.max_summands}")
 
 
 class PlainDPFedAvg(PlainFedAvg):
@@ -56,8 +68,8 @@ class PlainDPFedAvg(PlainFedAvg):
     of the total: the user-level guarantee then holds against everyone who sees the model, not the server."""
 
     def __init__(self, shared: dict[str, np.ndarray], *, server_lr: float, denominator: float, limits=None,
-                 ema_decay: float = 0.0) -> None:
-        super().__init__(shared, limits=limits, ema_decay=ema_decay)
+                 ema_decay: float = 0.0, average_last: int = 0) -> None:
+        super().__init__(shared, limits=limits, ema_decay=ema_decay, average_last=average_last)
         self.server_lr, self.denominator = server_lr, denominator
 
     def finish(self, *, min_train_nodes: int) -> bool:
@@ -80,9 +92,8 @@ class UserAccountant:
 
     def __init__(self, cfg: Config, run_dir: Path, num_devices: int) -> None:
         p, mech = cfg.privacy, distributed_dp(cfg)
-        sample_rate(cfg, num_devices)  # clients_per_round <= N, ConfigError naming the key otherwise
         self.noise_multiplier, self.unit = mech.noise_multiplier, mech.unit
-        self.q = mech.sample_rate(clients_per_round=cfg.federated.clients_per_round, num_devices=num_devices)
+        self.q = sample_rate(cfg, num_devices)
         self.ledger = PrivacyLedger.open(Path(run_dir) / USER_LEDGER, accountant=p.accountant, delta=p.delta,
                                          unit=mech.unit, target_epsilon=mech.target_epsilon)
 

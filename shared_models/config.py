@@ -121,6 +121,10 @@ class FederatedConfig:
     # test and the shipped model use it, devices still train from the global model (server/optimizers.py).
     # Under user- or window-level DP the released models are already private, so their EMA is post-processing
     server_ema: float = 0.0
+    # > 0: evaluation, selection, the final test and the shipped model use the mean of the last K released
+    # models; devices still train from the latest. Works under HE: the blind server adds the last K encrypted
+    # aggregates (free in CKKS) and devices divide by K (shared_models/crypto/averaged.py); post-processing
+    server_average: int = 0
     # plaintext transport: the server rejects an update claiming more training windows than this, or with a
     # shared weight of larger magnitude (a device's own FedAvg weight and values are otherwise unbounded)
     max_examples: int = 100_000

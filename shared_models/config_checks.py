@@ -100,6 +100,10 @@ def _validate_federated(cfg: "Config") -> None:
     if f.server_ema:
         check(not cfg.he.enabled, "federated.server_ema",
               "0 with he.enabled = true (the server must hold the model)", f.server_ema)
+    check(0 <= f.server_average <= 1024, "federated.server_average", "in 0..1024", f.server_average)
+    if f.server_average:
+        check(not f.server_ema, "federated.server_average",
+              "0 when federated.server_ema is set (one average of the released models)", f.server_average)
     check(f.max_examples >= 1, "federated.max_examples", ">= 1", f.max_examples)
     check(0 < f.max_abs_weight < float("inf"), "federated.max_abs_weight", "finite and > 0", f.max_abs_weight)
     check(f.max_in_flight >= 0, "federated.max_in_flight", ">= 0 (0 = automatic)", f.max_in_flight)

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from compare_central import long_tail_users, paired_lines, parse_runs, restrict  # noqa: E402
+from compare_central import chain_successor_users, long_tail_users, paired_lines, parse_runs, restrict  # noqa: E402
 
 from shared_models.datasets import UserSplit  # noqa: E402
 
@@ -55,3 +55,19 @@ def test_the_long_tail_is_the_users_whose_test_item_is_rare_in_training(tmp_path
     short = parse_runs([[f"b={_result(tmp_path / 'b.json', 0, [1, 2, 3], [1, 2, 3])}"]])
     with pytest.raises(SystemExit, match="b.json: 3 masked test ranks, the split has 4 users"):
         restrict(short, long_tail_users(split, 1), split.num_users)
+
+
+def test_the_planted_slice_is_the_users_whose_test_item_follows_the_chain_from_their_validation_item():
+    from shared_models.datasets.synth import planted_structure
+
+    layout = planted_structure(num_items=16, seed=3)  # 8 chains of 2 items
+    nxt = layout.successor
+    ids = ["[PAD]", *(str(17 - i) for i in range(1, 17))]  # dense index i <-> item id 17 - i
+    dense = {int(t): i for i, t in enumerate(ids) if i}
+    pairs = [(1, int(nxt[1])), (2, 2), (5, int(nxt[5])), (6, int(nxt[nxt[nxt[6]]]))]  # (validation, test) ids
+    split = UserSplit(train=[np.asarray([dense[v]]) for v, _ in pairs],
+                      valid=np.asarray([dense[v] for v, _ in pairs]), test=np.asarray([dense[t] for _, t in pairs]),
+                      num_items=17, user_ids=["a", "b", "c", "d"], item_ids=ids, item_text=None, dropped_users=0)
+    assert chain_successor_users(split, num_items=16, seed=3).tolist() == [0, 2, 3]  # 3 steps on a 2-cycle = 1
+    with pytest.raises(SystemExit, match="--planted 12:3: the split's items are not 1..12"):
+        chain_successor_users(split, num_items=12, seed=3)

@@ -124,7 +124,7 @@ def test_a_device_with_a_spent_budget_still_recommends(tmp_path):
 def test_initial_model_when_no_global_weights_and_decrypted_ckks_sum(tmp_path):
     from client.runtime import install_device_keys
     from client.secure import device_keys, encode_update
-    from shared_models.crypto import init_keys, load_server_keys, sum_ciphertexts
+    from shared_models.crypto import init_keys, load_server_keys, sum_ciphertexts, sum_released
 
     state = make_device(tmp_path, user="u1")
     dev = DeviceState(state)
@@ -146,6 +146,13 @@ def test_initial_model_when_no_global_weights_and_decrypted_ckks_sum(tmp_path):
         assert np.allclose(weights[k], target[k], atol=1e-2)
     with Recommender(state) as rec:
         assert rec.source == GLOBAL_CKKS and len(rec.recommend(3).items) == 3
+    # federated.server_average: the shipped envelope of two released sums decodes to their mean
+    lower = {k: (v - 0.25).astype(np.float32) for k, v in init.items()}
+    payload2, _, _ = encode_update(lower, weight=3, keys=device_keys(str(state / "keys"), "u1"), round_id=2)
+    blob2 = sum_ciphertexts(server.context, [payload2], expected_count=server.he.n_ciphertexts(n), cfg=server.he)
+    (state / GLOBAL_CKKS).write_bytes(sum_released(server.context, [blob, blob2], cfg=server.he))
+    averaged, _ = global_shared(dev, cfg, cat.num_items, None)
+    assert all(np.allclose(averaged[k], init[k], atol=1e-2) for k in init)
     (state / "keys" / "manifest.json").unlink()
     with pytest.raises(DeviceStateError, match="needs this device's keys"):
         Recommender(state)

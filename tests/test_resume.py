@@ -14,13 +14,15 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("he,server_optimizer,ema", [(False, "fedavg", 0.0), (True, "fedavg", 0.0),
-                                                     (False, "fedadam", 0.5)])
+@pytest.mark.parametrize("he,server_optimizer,ema,average", [
+    (False, "fedavg", 0.0, 0), (True, "fedavg", 0.0, 0), (False, "fedadam", 0.5, 0), (False, "fedavg", 0.0, 2),
+    (True, "fedavg", 0.0, 2)])
 def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_path, monkeypatch, he,
-                                                                        server_optimizer, ema):
+                                                                        server_optimizer, ema, average):
     cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=10), he={"enabled": he},
                       federated={"num-server-rounds": 3, "clients-per-round": 5,
-                                 "server-optimizer": server_optimizer, "server-lr": 0.05, "server-ema": ema})
+                                 "server-optimizer": server_optimizer, "server-lr": 0.05, "server-ema": ema,
+                                 "server-average": average})
     reference = simulate(cfg, tmp_path / "uninterrupted", progress=False)
 
     real_sample = loop.sample_nodes
@@ -39,7 +41,11 @@ def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_pat
     monkeypatch.setattr(loop, "sample_nodes", real_sample)
     resumed = simulate(cfg, tmp_path / "run", progress=False)
     assert resumed["metrics"] == reference["metrics"]
-    if not he:  # the shipped model (the EMA with server-ema), bit for bit: moments and EMA were checkpointed
+    if he and average:  # the shipped envelope adds the same two released sums: both were checkpointed
+        assert len(list((tmp_path / "run" / "checkpoint").glob("recent-*.ckks"))) == 2
+        a, b = (_decoded_shipped(cfg, tmp_path / name) for name in ("run", "uninterrupted"))
+        assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-4  # each run's own keys; CKKS rounding
+    if not he:  # the shipped model (the EMA / average), bit for bit: moments, EMA and window were checkpointed
         with np.load(tmp_path / "run" / "global_shared.npz") as a, \
                 np.load(tmp_path / "uninterrupted" / "global_shared.npz") as b:
             assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
@@ -56,6 +62,22 @@ def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_pat
     key = load_public_key(server_key_path(tmp_path / "run", public=True), Ed25519PublicKey)
     check = verify_log(tmp_path / "run" / "round_log.jsonl", key, expected_rounds=3)
     assert check.ok and check.rounds == 3, check.reason
+
+
+def _decoded_shipped(cfg, run):
+    """The shipped global model of an HE run, decoded by its first device with that run's keys."""
+    from client.round import DeviceContext, global_weights
+    from client.store import DeviceStore
+    from shared_models.crypto import unwrap_average
+    from shared_models.datasets.population import population
+    from shared_models.paths import run_keys_dir
+
+    blob = (run / "global_sum.ckks").read_bytes()
+    assert unwrap_average(blob)[1] == 2
+    pop = population(cfg)
+    device = DeviceContext(pop.devices[0], DeviceStore(run / "probe"), None, pop.max_interactions,
+                           str(run_keys_dir(run)))
+    return global_weights(cfg, blob, device)[0]
 
 
 def test_a_re_asked_round_gives_the_identical_update_once_charged_and_older_rounds_are_refused(tmp_path):

@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from .window_level import clip_rows
+
 
 def device_noise_std(*, clip: float, noise_multiplier: float, min_contributors: int) -> float:
     """Per-coordinate noise std one device adds: ``noise_multiplier * clip / sqrt(min_contributors)``."""
@@ -31,10 +33,9 @@ def device_noise_std(*, clip: float, noise_multiplier: float, min_contributors: 
 
 
 def clip_l2(vector: np.ndarray, *, clip: float) -> tuple[np.ndarray, float]:
-    """(vector scaled to L2 norm <= clip, its original norm)."""
-    norm = float(np.linalg.norm(vector))
-    factor = min(1.0, clip / norm) if norm > 0 else 1.0
-    return vector * factor, norm
+    """(vector scaled to L2 norm <= clip, its original norm); float64. The one-row case of ``clip_rows``."""
+    rows, norms = clip_rows(np.asarray(vector, dtype=np.float64).reshape(1, -1), clip=clip)
+    return rows.reshape(np.shape(vector)), float(norms[0])
 
 
 def privatize_delta(delta: np.ndarray, *, clip: float, noise_multiplier: float, min_contributors: int,
