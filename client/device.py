@@ -222,12 +222,27 @@ def device_evaluate(*, data: DeviceData, store: DeviceStore, global_shared: dict
     model.set_item_prior(None if item_prior is None else cfg.model.prior_weight * torch.as_tensor(item_prior))
     history = data.train if stage == "valid" else np.append(data.train, data.valid)
     target = data.valid if stage == "valid" else data.test
+    personalize(model, history, cfg=cfg, seed=stable_hash(data.device_id), device=device)
     try:
         ranks = rank_targets_both(model, [history], np.array([target]), num_items=data.num_items,
                                   max_len=cfg.model.max_len, batch_size=1, device=device)
     except ValueError as exc:
         raise ValueError(f"device {data.device_id}: {exc}") from None
     return int(ranks.masked[0]), int(ranks.unmasked[0])
+
+
+def personalize(model: InterestModel, history: np.ndarray, *, cfg: Config, seed: int,
+                device: torch.device | str = "cpu") -> None:
+    """Joint DP (``eval.personalize_epochs`` > 0): fine-tune this device's copy of the model on its own
+    ``history`` before it ranks, without noise. Only the device's own recommendations use the result; nothing
+    of it is sent or stored."""
+    e = cfg.eval
+    windows = build_windows([np.asarray(history, dtype=np.int64)], max_len=cfg.model.max_len)
+    if not e.personalize_epochs or not len(windows):
+        return
+    train_local(model, windows, epochs=e.personalize_epochs, lr=e.personalize_lr,
+                batch_size=cfg.federated.batch_size, seed=seed, device=device)
+    model.eval()
 
 
 def validate_device_data(data: DeviceData) -> None:

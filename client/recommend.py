@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from client.device import load_weights
+from client.device import load_weights, personalize
 from client.runtime import (GLOBAL_CKKS, GLOBAL_NPZ, PRIOR_CKKS, PRIOR_NPZ, Catalogue, DeviceState, DeviceStateError,
                             device_text)
 from client.torchscript import script_module
 from shared_models.config import Config
 from shared_models.model.interest import InterestModel
-from shared_models.model.state import build_device_model, initial_shared
+from shared_models.model.state import build_device_model, initial_shared, stable_hash
 from shared_models.train.sequences import PAD, left_pad
 
 
@@ -96,6 +96,7 @@ def load_device_model(state: DeviceState) -> tuple[InterestModel, str]:
     load_weights(model, shared, state.store())
     prior = stored_prior(state)
     model.set_item_prior(None if prior is None else cfg.model.prior_weight * torch.as_tensor(prior))
+    personalize(model, state.history_indices(), cfg=cfg, seed=stable_hash(state.user_id))  # eval.personalize_epochs
     return fast_inference(model), source
 
 

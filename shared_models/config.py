@@ -219,6 +219,10 @@ class EvalConfig:
     # true: the user's already-seen items are removed from the ranking (the project's protocol); false: every
     # item but padding competes (RecBole's sequential protocol). Both are always reported; this picks `metrics`.
     mask_history: bool = True
+    # joint DP: > 0 = before ranking (evaluation and `recommend`) the device fine-tunes its own copy of the received
+    # model on its own history for this many epochs, without noise; nothing of it leaves the device
+    personalize_epochs: int = 0
+    personalize_lr: float = 1e-3
 
 
 @dataclass

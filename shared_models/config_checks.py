@@ -100,6 +100,8 @@ def _validate_federated(cfg: "Config") -> None:
     if f.server_ema:
         check(not cfg.he.enabled, "federated.server_ema",
               "0 with he.enabled = true (the server must hold the model)", f.server_ema)
+    check(cfg.eval.personalize_epochs >= 0, "eval.personalize_epochs", ">= 0", cfg.eval.personalize_epochs)
+    check(cfg.eval.personalize_lr > 0, "eval.personalize_lr", "> 0", cfg.eval.personalize_lr)
     check(0 <= f.server_average <= 1024, "federated.server_average", "in 0..1024", f.server_average)
     if f.server_average:
         check(not f.server_ema, "federated.server_average",
