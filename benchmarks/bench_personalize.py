@@ -39,6 +39,8 @@ def test_ranks(run: Path, *, epochs: int, lr: float) -> np.ndarray:
     if not model_path.is_file():
         raise SystemExit(f"{model_path}: not a finished plaintext run (run it with --set he.enabled=false)")
     config = json.loads((run / "config.json").read_text())
+    if config.get("privacy", {}).get("prior"):
+        raise SystemExit(f"{run}: the run released a popularity prior; this benchmark ranks without it")
     config.setdefault("eval", {}).update({"personalize-epochs": epochs, "personalize-lr": lr})
     cfg = build_config(config)
     pop = population(cfg)

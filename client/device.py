@@ -235,13 +235,15 @@ def personalize(model: InterestModel, history: np.ndarray, *, cfg: Config, seed:
                 device: torch.device | str = "cpu") -> None:
     """Joint DP (``eval.personalize_epochs`` > 0): fine-tune this device's copy of the model on its own
     ``history`` before it ranks, without noise. Only the device's own recommendations use the result; nothing
-    of it is sent or stored."""
+    of it is sent or stored (evaluation reports the rank it gives, as it reports any rank)."""
     e = cfg.eval
     windows = build_windows([np.asarray(history, dtype=np.int64)], max_len=cfg.model.max_len)
     if not e.personalize_epochs or not len(windows):
         return
-    train_local(model, windows, epochs=e.personalize_epochs, lr=e.personalize_lr,
-                batch_size=cfg.federated.batch_size, seed=seed, device=device)
+    with torch.random.fork_rng(devices=[]):  # dropout draws from this device's seed, whatever ran before
+        torch.manual_seed(seed)
+        train_local(model, windows, epochs=e.personalize_epochs, lr=e.personalize_lr,
+                    batch_size=cfg.federated.batch_size, seed=seed, device=device)
     model.eval()
 
 

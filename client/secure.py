@@ -93,7 +93,7 @@ def global_model(blob: bytes | None, keys: DeviceKeys, template: dict[str, np.nd
     round's noisy deltas, added to the initial model (``template``) as ``server_lr * sum / denominator`` (user and
     window modes: ``client.user_dp.user_level_decoding``). An averaged-model envelope
     (``federated.server_average``, ``shared_models/crypto/averaged.py``) holds the sum of the last k released
-    aggregates: FedAvg's weighted mean already averages them; under DP the denominator is k times larger."""
+    running sums (distributed DP only): the denominator is k times larger."""
     if blob:
         blob, terms = unwrap_average(blob)
         denominator *= terms

@@ -99,7 +99,10 @@ class SecureAggregation:
             try:
                 self._average = sum_released(self.keys.context, self.recent, cfg=self.keys.he)
             except PayloadError as exc:  # capacity; the config check sizes he.max_summands for it
-                log.error("cannot add the last %d released sums (%s): evaluating the latest", len(self.recent), exc)
+                why = f"cannot add the last {len(self.recent)} released sums ({exc}): the latest sum is evaluated"
+                log.error(why)
+                round_id = self.round.round_id if self.round is not None else 0
+                self.rejected.append((round_id, -1, why))  # in metrics.json: the shipped model is not the average
                 return self.latest
         return self._average
 

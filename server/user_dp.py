@@ -11,7 +11,6 @@ round at q = clients_per_round / N (user modes) or (clients_per_round / N) * win
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from pathlib import Path
@@ -41,20 +40,14 @@ def sample_rate(cfg: Config, num_devices: int) -> float:
 
 
 def check_running_sum_capacity(cfg: Config, num_devices: int) -> None:
-    """Under HE every sum the server forms must fit ``he.max_summands``: the running sum of every round's noisy
-    deltas (distributed DP), and ``federated.server_average`` of those (or of FedAvg rounds) added up."""
+    """Under HE the running sum of every round's noisy deltas must fit ``he.max_summands``, and with
+    ``federated.server_average = K`` so must K of those running sums added up."""
     f = cfg.federated
-    if not cfg.he.enabled or not (cfg.privacy.distributed or f.server_average > 1):
+    if not cfg.he.enabled or not cfg.privacy.distributed:
         return
-    if cfg.privacy.distributed:
-        per_round = min(num_devices, max_participants(f.clients_per_round))
-        need, why = f.num_server_rounds * per_round, (
-            f"num_server_rounds x a 6-sigma bound on Poisson participants of {num_devices} devices at "
-            f"clients_per_round={f.clients_per_round}: the running sum over rounds must not overflow")
-    else:
-        need = min(num_devices, math.ceil(f.fraction_train * num_devices) if f.fraction_train > 0
-                   else f.clients_per_round)
-        why = "the devices of one round"
+    need = f.num_server_rounds * min(num_devices, max_participants(f.clients_per_round))
+    why = (f"num_server_rounds x a 6-sigma bound on Poisson participants of {num_devices} devices at "
+           f"clients_per_round={f.clients_per_round}: the running sum over rounds must not overflow")
     if f.server_average > 1:
         need, why = need * f.server_average, f"federated.server_average={f.server_average} x ({why})"
     if cfg.he.max_summands < need:

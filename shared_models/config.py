@@ -122,8 +122,9 @@ class FederatedConfig:
     # Under user- or window-level DP the released models are already private, so their EMA is post-processing
     server_ema: float = 0.0
     # > 0: evaluation, selection, the final test and the shipped model use the mean of the last K released
-    # models; devices still train from the latest. Works under HE: the blind server adds the last K encrypted
-    # aggregates (free in CKKS) and devices divide by K (shared_models/crypto/averaged.py); post-processing
+    # models; devices still train from the latest. Under HE with user/window DP the blind server adds the last K
+    # encrypted running sums (free in CKKS) and devices divide by K (shared_models/crypto/averaged.py);
+    # post-processing. Refused under HE without distributed DP (FedAvg sums would weight rounds by size)
     server_average: int = 0
     # plaintext transport: the server rejects an update claiming more training windows than this, or with a
     # shared weight of larger magnitude (a device's own FedAvg weight and values are otherwise unbounded)
@@ -220,7 +221,8 @@ class EvalConfig:
     # item but padding competes (RecBole's sequential protocol). Both are always reported; this picks `metrics`.
     mask_history: bool = True
     # joint DP: > 0 = before ranking (evaluation and `recommend`) the device fine-tunes its own copy of the received
-    # model on its own history for this many epochs, without noise; nothing of it leaves the device
+    # model on its own history for this many epochs, without noise; the copy is never sent or stored (evaluation
+    # reports the rank it gives, as any rank)
     personalize_epochs: int = 0
     personalize_lr: float = 1e-3
 

@@ -106,6 +106,10 @@ def _validate_federated(cfg: "Config") -> None:
     if f.server_average:
         check(not f.server_ema, "federated.server_average",
               "0 when federated.server_ema is set (one average of the released models)", f.server_average)
+        check(not cfg.he.enabled or p.distributed, "federated.server_average",
+              "0 with he.enabled = true and privacy.mode none or example (a blind server's sum of FedAvg rounds "
+              "decodes to their mean weighted by each round's total weight, not the mean of the models)",
+              f.server_average)
     check(f.max_examples >= 1, "federated.max_examples", ">= 1", f.max_examples)
     check(0 < f.max_abs_weight < float("inf"), "federated.max_abs_weight", "finite and > 0", f.max_abs_weight)
     check(f.max_in_flight >= 0, "federated.max_in_flight", ">= 0 (0 = automatic)", f.max_in_flight)

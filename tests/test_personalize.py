@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from client.device import device_evaluate, personalize
+from client.device import device_evaluate, device_train, personalize
 from client.store import DeviceStore
 from shared_models.config import ConfigError
 from shared_models.datasets.population import population
@@ -31,14 +31,20 @@ def test_fine_tuning_moves_only_the_device_copy_and_changes_its_ranking(tmp_path
     assert not model.training
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     received = {k: v.copy() for k, v in shared.items()}
-    store = DeviceStore(tmp_path / "d0")
-    tuned = [device_evaluate(data=d, store=store, global_shared=shared, cfg=cfg, stage="test") for d in pop.devices]
+    stores = {d.device_id: DeviceStore(tmp_path / d.device_id) for d in pop.devices}
+    for d in pop.devices:  # a trained round leaves each device its personal weights and ledger
+        device_train(data=d, store=stores[d.device_id], global_shared=shared, cfg=cfg, round_id=1)
+    kept = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.parent != tmp_path}
+    assert any(p.suffix == ".pt" for p in kept)
+    tuned = [device_evaluate(data=d, store=stores[d.device_id], global_shared=shared, cfg=cfg, stage="test")
+             for d in pop.devices]
     plain_cfg, _, _ = _setup(tmp_path)
-    plain = [device_evaluate(data=d, store=store, global_shared=shared, cfg=plain_cfg, stage="test")
+    plain = [device_evaluate(data=d, store=stores[d.device_id], global_shared=shared, cfg=plain_cfg, stage="test")
              for d in pop.devices]
     assert tuned != plain  # the fine-tuned copy ranks differently
     assert all(np.array_equal(received[k], shared[k]) for k in shared)  # the received weights are untouched
-    assert not any((tmp_path / "d0").rglob("*.pt"))  # nothing of the copy is stored
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.parent != tmp_path}
+    assert after == kept  # nothing of the fine-tuned copy is stored: the device's state is byte for byte the same
 
 
 def test_zero_epochs_or_no_window_leaves_the_model_as_received(tmp_path):

@@ -19,10 +19,15 @@ class Killed(Exception):
     (True, "fedavg", 0.0, 2)])
 def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_path, monkeypatch, he,
                                                                         server_optimizer, ema, average):
-    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=10), he={"enabled": he},
+    # the CKKS average needs a running sum (user level): a blind server's FedAvg rounds would weight by size
+    user = {"mode": "user", "user-noise-multiplier": 1.0, "user-clip": 0.5, "user-target-epsilon": 200.0}
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=10),
+                      he={"enabled": he, **({"max-summands": 256, "max-weight": 1, "clip-range": 4.0}
+                                           if he and average else {})},
+                      privacy=user if he and average else {},
                       federated={"num-server-rounds": 3, "clients-per-round": 5,
                                  "server-optimizer": server_optimizer, "server-lr": 0.05, "server-ema": ema,
-                                 "server-average": average})
+                                 "server-average": average, "min-train-nodes": 2 if he and average else 1})
     reference = simulate(cfg, tmp_path / "uninterrupted", progress=False)
 
     real_sample = loop.sample_nodes

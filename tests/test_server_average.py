@@ -51,8 +51,9 @@ def test_a_plaintext_server_evaluates_the_mean_of_its_last_released_models():
         assert got.dtype == np.float32
 
 
-def _secure_rounds(keys_dir, *, accumulate: bool, rounds: list[list[tuple[np.ndarray, int]]]) -> SecureAggregation:
-    server = SecureAggregation(load_server_keys(keys_dir), n_params=20, accumulate=accumulate, average_last=2)
+def _secure_rounds(keys_dir, *, rounds: list[list[tuple[np.ndarray, int]]]) -> SecureAggregation:
+    """A user-level (running-sum) blind server averaging its last 2 released sums, after ``rounds``."""
+    server = SecureAggregation(load_server_keys(keys_dir), n_params=20, accumulate=True, average_last=2)
     for r, updates in enumerate(rounds, start=1):
         server.begin(r, list(range(len(updates))))
         for i, (x, weight) in enumerate(updates):
@@ -68,7 +69,7 @@ def test_under_ckks_devices_decode_the_mean_of_the_last_released_models(keys_dir
     and decodes to the mean of models 2 and 3. The server only added ciphertexts."""
     rng = np.random.default_rng(0)
     deltas = [[rng.normal(0, 0.3, 20) for _ in range(2)] for _ in range(3)]
-    server = _secure_rounds(keys_dir, accumulate=True, rounds=[[(d, 1) for d in rnd] for rnd in deltas])
+    server = _secure_rounds(keys_dir, rounds=[[(d, 1) for d in rnd] for rnd in deltas])
     template = {"w": np.linspace(-1, 1, 20).astype(np.float32)}
     keys, lr, den = device_keys(keys_dir, "d5"), 2.0, 4.0
     running = np.cumsum([sum(rnd) for rnd in deltas], axis=0)  # S_1, S_2, S_3
@@ -81,13 +82,14 @@ def test_under_ckks_devices_decode_the_mean_of_the_last_released_models(keys_dir
     np.testing.assert_allclose(latest["w"], models[2], atol=1e-5)  # training still starts from the latest
 
 
-def test_under_ckks_fedavg_decodes_the_weighted_mean_of_the_last_rounds(keys_dir):
-    a, b, c = np.full(20, 0.1), np.full(20, -0.2), np.full(20, 0.6)
-    server = _secure_rounds(keys_dir, accumulate=False, rounds=[[(a, 1)], [(b, 1), (c, 3)], [(a, 2)]])
-    got, total, _ = global_model(server.evaluation_state(), device_keys(keys_dir, "d5"), {"w": np.zeros(20)},
-                                 user_level=False)
-    assert total == pytest.approx(6, abs=1e-3)  # weights of rounds 2 and 3
-    np.testing.assert_allclose(got["w"], (b + 3 * c + 2 * a) / 6, atol=1e-5)
+def test_a_window_that_outgrows_the_encoding_ships_the_latest_sum_and_says_so(keys_dir):
+    """6 updates a round: S_6 holds 36 summands, S_5 + S_6 66 > max_summands = 64 (the config check prevents
+    this; the round loop must still not raise)."""
+    server = _secure_rounds(keys_dir, rounds=[[(np.full(20, 0.01), 1)] * 6] * 5)
+    assert unwrap_average(server.evaluation_state())[1] == 2  # S_4 + S_5 = 54 summands: fits
+    server = _secure_rounds(keys_dir, rounds=[[(np.full(20, 0.01), 1)] * 6] * 6)
+    assert server.evaluation_state() == server.broadcast()
+    assert any(node == -1 and "cannot add the last 2 released sums" in why for _, node, why in server.rejected)
 
 
 def test_the_envelope_round_trips_and_a_plain_aggregate_is_one_term():
@@ -97,7 +99,8 @@ def test_the_envelope_round_trips_and_a_plain_aggregate_is_one_term():
         wrap_average(b"FIHE", 0)
 
 
-@pytest.mark.parametrize("blob,reason", [(b"FIAV\x01", "truncated"), (b"FIAV\x02\x00\x02FIHE", "unsupported_version"),
+@pytest.mark.parametrize("blob,reason", [(b"FIAV\x01", "truncated"), (b"FIAV\x01\x00\x02", "truncated"),
+                                         (b"FIAV\x02\x00\x02FIHE", "unsupported_version"),
                                          (b"FIAV\x01\x00\x00FIHE", "malformed"), (b"FIAV\x01\xff\xffFIHE", "malformed")])
 def test_a_hostile_envelope_is_refused_with_the_reason(blob, reason):
     with pytest.raises(PayloadError) as err:
@@ -112,7 +115,7 @@ def test_any_envelope_bytes_either_decode_or_raise_payload_error(blob):
         inner, terms = unwrap_average(blob)
     except PayloadError:
         return
-    assert 1 <= terms <= 1024 and blob.endswith(inner)
+    assert 1 <= terms <= 1024 and inner and blob.endswith(inner)
 
 
 def _run(tmp_path, name, **sections):
@@ -147,6 +150,8 @@ def test_a_ckks_run_ships_the_same_averaged_model_as_a_plaintext_run(tmp_path):
     ({"federated": {"server-average": 2, "server-ema": 0.5}, "he": {"enabled": False}}, "server_average",
      "server_ema"),
     ({"federated": {"server-average": -1}}, "server_average", "0..1024"),
+    ({"federated": {"server-average": 2}, "he": {"enabled": True}, "privacy": {"mode": "example"}}, "server_average",
+     "weighted by each round's total weight"),
 ])
 def test_config_refuses_an_average_it_cannot_keep(sections, key, needle):
     with pytest.raises(ConfigError, match=key) as err:

@@ -7,7 +7,8 @@ it and divides by ``k`` itself (``client/secure.py::global_model``):
     envelope = b"FIAV" | version u8 | k u16 (big-endian) | aggregate (a ``FIHE`` payload)
 
 FedAvg aggregates carry their total weight in the last slot, so the decrypted mean of a sum of rounds is
-already the weight-averaged model and ``k`` is not needed. Under user- and window-level DP each aggregate is a
+weighted by each round's total weight, not the mean of the k models: the config therefore allows the average
+under CKKS only with distributed DP (user and window modes), where it is exact. There each aggregate is a
 running sum ``S_r`` of noisy deltas decoded as ``x0 + lr * S_r / denominator``; the mean of the last k models
 is then ``x0 + lr * (S_{t-k+1} + ... + S_t) / (k * denominator)``. The average is post-processing of released
 aggregates: it costs no privacy. Summand counts add up, so the sum must fit ``he.max_summands``
@@ -54,6 +55,8 @@ def unwrap_average(blob: bytes) -> tuple[bytes, int]:
         raise PayloadError("unsupported_version", f"averaged-model envelope version {version}, expected {VERSION}")
     if not 1 <= terms <= MAX_TERMS:
         raise PayloadError("malformed", f"averaged-model envelope: terms {terms} outside 1..{MAX_TERMS}")
+    if len(blob) == _HEADER.size:
+        raise PayloadError("truncated", "averaged-model envelope without its aggregate")
     return blob[_HEADER.size:], terms
 
 
