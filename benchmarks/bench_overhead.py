@@ -54,7 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def round_config(args: argparse.Namespace) -> Config:
+    # server-average 0: the shipped global is then the latest sum, what round 3's devices would train from
     forced = ["federated.num-server-rounds=2", "federated.eval-every=0", "federated.backend=ray",
+              "federated.server-average=0",
               f"data.max-users={args.devices}", "federated.clients-per-round=100000"]
     cfg = load_config(args.config, [*args.overrides, *forced])
     n = len(population(cfg).devices)  # clients_per_round above the population = everyone

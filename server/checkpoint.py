@@ -1,8 +1,12 @@
 """Server-side checkpoint after every completed round, so a killed run resumes where it stopped.
 
-``RUN_DIR/checkpoint/`` holds ``state.json`` (last completed round, per-round stats, server bookkeeping)
-and the global state: ``global.npz`` (plaintext FedAvg) or ``global.ckks`` (the encrypted sum; the server
-never has the model), plus ``best-<round>.npz`` / ``.ckks`` when ``federated.keep_best`` keeps the best one.
+``RUN_DIR/checkpoint/`` holds ``state.json`` (last completed round, per-round stats, server bookkeeping; the
+commit point, written last) and, in ``round-<NNNNNN>/`` named by it, that round's global state:
+``global.npz``, ``server_optimizer.npz``, ``ema.npz`` and ``recent.npz`` (plaintext) or ``global.ckks`` (the
+encrypted sum; the server never has the model). A crash while a round's files are being written leaves the
+committed round's folder whole, so a resume never mixes two rounds. Beside them: ``best-<round>.npz`` /
+``.ckks`` when ``federated.keep_best`` keeps the best one and ``recent-<sha>.ckks`` (``server_average`` under
+CKKS), both named in ``state.json``.
 Device states (personal weights, ledgers) are already persisted by the devices.
 A device asked to retrain a round its ledger already holds declines (``client.device``), so a resumed
 round never spends privacy twice.
@@ -14,6 +18,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,8 @@ from shared_models.atomic_io import atomic_write_bytes
 STATE = "state.json"
 EMA = "ema.npz"  # the plaintext server's moving average of the global model (federated.server_ema)
 RECENT = "recent.npz"  # the plaintext server's last released models (federated.server_average), "<i>/<param>"
+GENERATION = "round-"  # the folder of one committed round's global state
+FLAT = ("global.npz", "server_optimizer.npz", EMA, RECENT, "global.ckks")  # its files (flat in older checkpoints)
 
 
 UNCOMPARED_SECTIONS = ("tracking",)
@@ -58,30 +65,33 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: dict[str, Any],
                     selection: ModelSelection | None = None) -> None:
-    """Write the global state (and the best one kept so far) first, then ``state.json`` (the commit point)."""
+    """Write the round's global state into its own folder (and the best one kept so far) first, then
+    ``state.json`` (the commit point), then remove what no committed state names."""
     d = _dir(run_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    round_id = stats[-1].round if stats else 0
+    gen = d / f"{GENERATION}{round_id:06d}"  # a replayed round rewrites its own folder, never the committed one
+    gen.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {}
     if isinstance(strategy, PlainFedAvg):
-        atomic_write_bytes(d / "global.npz", _npz(strategy.shared))
+        atomic_write_bytes(gen / "global.npz", _npz(strategy.shared))
         # server optimizer moments (empty for plain FedAvg) and the model EMA (federated.server_ema)
-        atomic_write_bytes(d / "server_optimizer.npz", _npz(strategy.optimizer.state()))
+        atomic_write_bytes(gen / "server_optimizer.npz", _npz(strategy.optimizer.state()))
         if strategy.ema is not None:
-            atomic_write_bytes(d / EMA, _npz(strategy.ema))
+            atomic_write_bytes(gen / EMA, _npz(strategy.ema))
         if strategy.recent:  # federated.server_average: the window of released models
-            atomic_write_bytes(d / RECENT, _npz({f"{i}/{k}": v for i, m in enumerate(strategy.recent)
-                                                 for k, v in m.items()}))
+            atomic_write_bytes(gen / RECENT, _npz({f"{i}/{k}": v for i, m in enumerate(strategy.recent)
+                                                   for k, v in m.items()}))
     else:
         if strategy.latest is not None:
-            atomic_write_bytes(d / "global.ckks", strategy.latest)
+            atomic_write_bytes(gen / "global.ckks", strategy.latest)
         recent = [f"recent-{hashlib.sha256(blob).hexdigest()[:24]}.ckks" for blob in strategy.recent]
         for name, blob in zip(recent, strategy.recent):  # federated.server_average: named by content, listed
             if not (d / name).is_file():  # in state.json, so a crash before the commit leaves the old list whole
                 atomic_write_bytes(d / name, blob)
         extra = {"node_of": strategy.node_of, "rejected": strategy.rejected, "has_sum": strategy.latest is not None,
                  "sum_checks": strategy.sum_checks, "recent": recent}
-    state = {"round": stats[-1].round if stats else 0, "stats": [dataclasses.asdict(s) for s in stats],
-             "config": config, "server": extra}
+    state = {"round": round_id, "stats": [dataclasses.asdict(s) for s in stats], "config": config,
+             "server": extra, "files": gen.name}
     best = None
     if selection is not None:
         state["selection"] = selection.to_json()
@@ -100,6 +110,11 @@ def save_checkpoint(run_dir: Path, strategy, stats: list[RoundStats], config: di
     for old in d.glob("recent-*.ckks"):
         if old.name not in extra.get("recent", ()):
             old.unlink(missing_ok=True)
+    for old in d.glob(f"{GENERATION}*"):  # earlier rounds' folders and a crashed attempt's
+        if old != gen:
+            shutil.rmtree(old, ignore_errors=True)
+    for name in FLAT:  # a checkpoint written before round folders, now superseded
+        (d / name).unlink(missing_ok=True)
 
 
 def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any],
@@ -113,21 +128,22 @@ def load_checkpoint(run_dir: Path, strategy, config: dict[str, Any],
     if not same_config(state["config"], config):
         raise ValueError(f"{path}: the run directory holds a run with a different config; use a new --out "
                          "or --fresh to start over")
+    files = _dir(run_dir) / state.get("files", "")  # checkpoints before round folders: flat in checkpoint/
     if isinstance(strategy, PlainFedAvg):
-        saved = _load_npz(_dir(run_dir) / "global.npz")
+        saved = _load_npz(files / "global.npz")
         strategy.shared = {k: saved[k] for k in strategy.shared}
-        opt_path = _dir(run_dir) / "server_optimizer.npz"
+        opt_path = files / "server_optimizer.npz"
         if opt_path.is_file():
             strategy.optimizer.load(_load_npz(opt_path))
-        if (_dir(run_dir) / EMA).is_file():
-            strategy.ema = _load_npz(_dir(run_dir) / EMA)
-        if (_dir(run_dir) / RECENT).is_file():
-            flat = _load_npz(_dir(run_dir) / RECENT)
+        if (files / EMA).is_file():
+            strategy.ema = _load_npz(files / EMA)
+        if (files / RECENT).is_file():
+            flat = _load_npz(files / RECENT)
             count = 1 + max(int(name.split("/", 1)[0]) for name in flat)
             strategy.recent = [{k: flat[f"{i}/{k}"] for k in strategy.shared} for i in range(count)]
     else:
         server = state["server"]
-        strategy.latest = (_dir(run_dir) / "global.ckks").read_bytes() if server["has_sum"] else None
+        strategy.latest = (files / "global.ckks").read_bytes() if server["has_sum"] else None
         strategy.node_of = {k: int(v) for k, v in server["node_of"].items()}
         strategy.rejected = [tuple(r) for r in server["rejected"]]
         strategy.sum_checks = int(server.get("sum_checks", 0))

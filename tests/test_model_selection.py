@@ -70,7 +70,8 @@ def test_run_stops_on_patience_and_ships_the_best_round(tmp_path, monkeypatch, h
     ckpt = tmp_path / "run" / "checkpoint"
     if he:  # the blind server kept round 2's encrypted sum and ships it (encryption is randomised: no rerun)
         shipped = (tmp_path / "run" / "global_sum.ckks").read_bytes()
-        assert shipped == (ckpt / "best-000002.ckks").read_bytes() != (ckpt / "global.ckks").read_bytes()
+        latest = ckpt / json.loads((ckpt / "state.json").read_text())["files"] / "global.ckks"  # round 4's sum
+        assert shipped == (ckpt / "best-000002.ckks").read_bytes() != latest.read_bytes()
         return
     two = simulate(tiny_config(data, privacy={"mode": "none"}, he={"enabled": False},
                                federated={**common, "num-server-rounds": 2}), tmp_path / "two", progress=False)

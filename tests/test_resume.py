@@ -188,3 +188,70 @@ def test_a_run_killed_after_its_devices_trained_a_round_resumes_to_the_uninterru
                       for p in (tmp_path / name / "devices").glob("*/ledger.json")} for name in ("run", "uninterrupted")}
     strip = lambda rounds: [{k: v for k, v in r.items() if k != "recorded_at"} for r in rounds]  # noqa: E731
     assert {d: strip(r) for d, r in ledgers["run"].items()} == {d: strip(r) for d, r in ledgers["uninterrupted"].items()}
+
+
+@pytest.mark.parametrize("he,ema,average", [(False, 0.5, 0), (False, 0.0, 2), (True, 0.0, 0)])
+def test_a_crash_between_the_model_files_and_the_commit_point_resumes_from_the_committed_round(
+        tmp_path, monkeypatch, he, ema, average):
+    """Killed while round 2's checkpoint is half written (plaintext: its model on disk, its optimizer moments,
+    EMA, average and state.json not; CKKS: its sum on disk, its state.json not): the resumed run starts from
+    round 1's files, not a mix of rounds, and ends where an uninterrupted run ends."""
+    import server.checkpoint as checkpoint
+
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=10), he={"enabled": he},
+                      federated={"num-server-rounds": 3, "clients-per-round": 5, "server-optimizer": "fedadam",
+                                 "server-lr": 0.05, "server-ema": ema, "server-average": average}
+                      if not he else {"num-server-rounds": 3, "clients-per-round": 5})
+    reference = simulate(cfg, tmp_path / "uninterrupted", progress=False)
+
+    real_write = checkpoint.atomic_write_bytes
+    commits = {"n": 0}
+
+    last = checkpoint.STATE if he else "server_optimizer.npz"
+
+    def dies_at_the_second_commit(path, data):
+        if path.name == last:
+            commits["n"] += 1
+            if commits["n"] == 2:
+                raise Killed()
+        return real_write(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", dies_at_the_second_commit)
+    with pytest.raises(Killed):
+        simulate(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", real_write)
+    resumed = simulate(cfg, tmp_path / "run", progress=False)
+    assert resumed["metrics"] == reference["metrics"]
+    leftovers = sorted(p.name for p in (tmp_path / "run" / "checkpoint").iterdir() if p.name.startswith("round-"))
+    assert leftovers == ["round-000003"]  # the crashed attempt's files and earlier rounds' are gone
+
+
+def test_a_checkpoint_written_before_round_folders_still_resumes(tmp_path, monkeypatch):
+    """Older runs kept the round's files flat in checkpoint/ and state.json without "files": a resume reads
+    them, and the next commit moves the state into a round folder."""
+    import json
+    import shutil
+
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=10),
+                      federated={"num-server-rounds": 3, "clients-per-round": 5, "server-optimizer": "fedadam",
+                                 "server-lr": 0.05})
+    reference = simulate(cfg, tmp_path / "uninterrupted", progress=False)
+    real_sample, calls = loop.sample_nodes, {"n": 0}
+
+    def dies_before_round_3(nodes, c, rng):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Killed()
+        return real_sample(nodes, c, rng)
+
+    monkeypatch.setattr(loop, "sample_nodes", dies_before_round_3)
+    with pytest.raises(Killed):
+        simulate(cfg, tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoint"
+    state = json.loads((ckpt / "state.json").read_text())
+    for f in (ckpt / state.pop("files")).iterdir():  # the older layout
+        shutil.move(str(f), ckpt / f.name)
+    (ckpt / "state.json").write_text(json.dumps(state))
+    monkeypatch.setattr(loop, "sample_nodes", real_sample)
+    assert simulate(cfg, tmp_path / "run", progress=False)["metrics"] == reference["metrics"]
+    assert not (ckpt / "global.npz").exists() and (ckpt / "round-000003" / "global.npz").is_file()
