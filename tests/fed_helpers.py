@@ -45,3 +45,22 @@ def server_key_path(run: Path, *, public: bool = False) -> Path:
     from shared_models.paths import run_keys_dir
 
     return run_keys_dir(run) / "server" / ("signing_ed25519.pub.pem" if public else "signing_ed25519.pem")
+
+
+class Killed(Exception):
+    """A simulated crash (the process dies where a patched function raises it)."""
+
+
+def sampling_that_dies_at(call: int):
+    """A stand-in for ``server.loop.sample_nodes`` that raises ``Killed`` on its ``call``-th use (call 3: the
+    run dies before round 3 samples its devices) and samples as usual otherwise."""
+    import server.loop as loop
+
+    real, calls = loop.sample_nodes, {"n": 0}
+
+    def sample(nodes, c, rng):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise Killed()
+        return real(nodes, c, rng)
+    return sample

@@ -32,7 +32,7 @@ from shared_models.paths import run_keys_dir
 from simulations.audit.run import audit_run
 from simulations.backends.inline import InlineTransport
 from simulations.simulate import simulate
-from tests.fed_helpers import copy_run, synthetic_csv, tiny_config
+from tests.fed_helpers import Killed, copy_run, sampling_that_dies_at, synthetic_csv, tiny_config
 from tests.hostile_grid import FakeMessage
 
 USERS, ROUNDS = 40, 4
@@ -107,10 +107,6 @@ class ChaosTransport(InlineTransport):
                                              payload=rep.payload, signature=sig))
 
 
-class Killed(Exception):
-    pass
-
-
 def _fixed_noise_secrets(monkeypatch):
     """Each device's noise secret from its directory name, so the clean run draws the same DP noise (the run
     itself stays non-reproducible to outsiders: privacy.reproducible-noise is off, as the audit requires)."""
@@ -143,14 +139,8 @@ def runs(tmp_path_factory):
         mp.setattr(simulate_mod, "InlineTransport", type("Clean", (ChaosTransport,), {"drop_hostile": True}))
         clean = simulate(cfg, tmp / "clean", progress=False, resume=False)
         mp.setattr(simulate_mod, "InlineTransport", ChaosTransport)
-        real_sample, calls = loop.sample_nodes, {"n": 0}
-
-        def dies_before_round_3(nodes, c, rng):
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise Killed()
-            return real_sample(nodes, c, rng)
-        mp.setattr(loop, "sample_nodes", dies_before_round_3)
+        real_sample = loop.sample_nodes
+        mp.setattr(loop, "sample_nodes", sampling_that_dies_at(3))
         with pytest.raises(Killed):
             simulate(cfg, tmp / "chaos", progress=False, resume=False)
         assert not (tmp / "chaos" / "metrics.json").exists()

@@ -7,11 +7,7 @@ import pytest
 
 import server.loop as loop
 from simulations.simulate import simulate
-from tests.fed_helpers import server_key_path, synthetic_csv, tiny_config
-
-
-class Killed(Exception):
-    pass
+from tests.fed_helpers import Killed, sampling_that_dies_at, server_key_path, synthetic_csv, tiny_config
 
 
 @pytest.mark.parametrize("he,server_optimizer,ema,average", [
@@ -31,15 +27,7 @@ def test_resume_continues_to_the_same_final_metrics_without_double_spend(tmp_pat
     reference = simulate(cfg, tmp_path / "uninterrupted", progress=False)
 
     real_sample = loop.sample_nodes
-    calls = {"n": 0}
-
-    def dies_before_round_3(nodes, c, rng):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Killed()
-        return real_sample(nodes, c, rng)
-
-    monkeypatch.setattr(loop, "sample_nodes", dies_before_round_3)
+    monkeypatch.setattr(loop, "sample_nodes", sampling_that_dies_at(3))
     with pytest.raises(Killed):
         simulate(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "metrics.json").exists()
@@ -236,15 +224,8 @@ def test_a_checkpoint_written_before_round_folders_still_resumes(tmp_path, monke
                       federated={"num-server-rounds": 3, "clients-per-round": 5, "server-optimizer": "fedadam",
                                  "server-lr": 0.05})
     reference = simulate(cfg, tmp_path / "uninterrupted", progress=False)
-    real_sample, calls = loop.sample_nodes, {"n": 0}
-
-    def dies_before_round_3(nodes, c, rng):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Killed()
-        return real_sample(nodes, c, rng)
-
-    monkeypatch.setattr(loop, "sample_nodes", dies_before_round_3)
+    real_sample = loop.sample_nodes
+    monkeypatch.setattr(loop, "sample_nodes", sampling_that_dies_at(3))
     with pytest.raises(Killed):
         simulate(cfg, tmp_path / "run", progress=False)
     ckpt = tmp_path / "run" / "checkpoint"
