@@ -237,8 +237,10 @@ def personalize(model: InterestModel, history: np.ndarray, *, cfg: Config, seed:
     ``history`` before it ranks, without noise. Only the device's own recommendations use the result; nothing
     of it is sent or stored (evaluation reports the rank it gives, as it reports any rank)."""
     e = cfg.eval
+    if not e.personalize_epochs:
+        return
     windows = build_windows([np.asarray(history, dtype=np.int64)], max_len=cfg.model.max_len)
-    if not e.personalize_epochs or not len(windows):
+    if not len(windows):
         return
     with torch.random.fork_rng(devices=[]):  # dropout draws from this device's seed, whatever ran before
         torch.manual_seed(seed)

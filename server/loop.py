@@ -91,6 +91,8 @@ class PlainFedAvg:
     def track_ema(self) -> None:
         """With ``ema_decay`` or ``average_last``: fold the new global model into the EMA or the window of
         released models (post-processing of released models)."""
+        if not (self.ema_decay or self.average_last):
+            return
         x = {k: np.asarray(v, np.float64) for k, v in self.shared.items()}
         if self.ema_decay:
             self.ema = x if self.ema is None else {k: ema_step(self.ema[k], x[k], decay=self.ema_decay) for k in x}

@@ -68,6 +68,8 @@ class SecureAggregation:
         envelope devices divide by their number (``shared_models/crypto/averaged.py``)."""
         if keys.context.is_private():
             raise ValueError("the server context holds a secret key: refusing to run server-blind aggregation")
+        if average_last and not accumulate:  # a sum of FedAvg rounds decodes to a weight-weighted mean
+            raise ValueError("average_last needs accumulate (running sums of distributed DP)")
         self.keys, self.n_params, self.accumulate, self.run_id = keys, n_params, accumulate, run_id
         self.expected_count = keys.he.n_ciphertexts(n_params)
         self.latest: bytes | None = None  # the encrypted sum devices decrypt into the global model
@@ -103,18 +105,14 @@ class SecureAggregation:
                 log.error(why)
                 round_id = self.round.round_id if self.round is not None else 0
                 self.rejected.append((round_id, -1, why))  # in metrics.json: the shipped model is not the average
-                return self.latest
+                self._average = self.latest  # until the next release: asked again, the same answer, said once
         return self._average
 
-    def _remember(self, released: bytes | None, *, undo: bool = False) -> None:
-        """Keep the window of released sums in step with ``latest`` (``undo``: the last release was reverted)."""
-        if not self.average_last:
-            return
-        if undo:
-            self.recent = self.recent[:-1]
-        elif released is not None:
+    def _remember(self, released: bytes) -> None:
+        """Keep the window of released sums in step with ``latest``."""
+        if self.average_last:
             self.recent = (self.recent + [released])[-self.average_last:]
-        self._average = None
+            self._average = None
 
     def begin(self, round_id: int, sampled: list[int]) -> SecureRound:
         self.round = SecureRound(round_id, set(sampled), self._summed([]))
@@ -159,7 +157,6 @@ class SecureAggregation:
             log.error("round %d: %d devices cannot decrypt the global sum and no valid update arrived: going back "
                       "to the sum before it", rnd.round_id, len(rnd.undecodable))
             self.latest, self._before, self._can_revert = self._before, None, False
-            self._remember(None, undo=True)
             self.rejected.append((rnd.round_id, -1, "the broadcast sum did not decrypt on "
                                   f"{len(rnd.undecodable)} devices: reverted to the previous sum"))
         if ok:

@@ -89,7 +89,13 @@ def test_a_window_that_outgrows_the_encoding_ships_the_latest_sum_and_says_so(ke
     assert unwrap_average(server.evaluation_state())[1] == 2  # S_4 + S_5 = 54 summands: fits
     server = _secure_rounds(keys_dir, rounds=[[(np.full(20, 0.01), 1)] * 6] * 6)
     assert server.evaluation_state() == server.broadcast()
-    assert any(node == -1 and "cannot add the last 2 released sums" in why for _, node, why in server.rejected)
+    assert server.evaluation_state() == server.broadcast()  # asked again: the same answer, recorded once
+    assert sum(node == -1 and "cannot add the last 2 released sums" in why for _, node, why in server.rejected) == 1
+
+
+def test_a_blind_fedavg_server_refuses_to_average(keys_dir):
+    with pytest.raises(ValueError, match="accumulate"):
+        SecureAggregation(load_server_keys(keys_dir), n_params=20, accumulate=False, average_last=2)
 
 
 def test_the_envelope_round_trips_and_a_plain_aggregate_is_one_term():

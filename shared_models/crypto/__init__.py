@@ -57,7 +57,8 @@ from .payload import PayloadError
 from .signing import payload_sha256, sign_aggregate, sign_update, verify_aggregate, verify_update
 
 __all__ = [
-    "Aggregator", "add_aggregates", "is_averaged", "sum_released", "unwrap_average", "wrap_average", "DecryptionError", "DeviceKeys", "EncodingRangeError", "EncryptedUpdate",
+    "Aggregator", "add_aggregates", "is_averaged", "sum_released", "unwrap_average", "wrap_average",
+    "DecryptionError", "DeviceKeys", "EncodingRangeError", "EncryptedUpdate",
     "HEConfig", "KeyLayout", "PayloadError", "SealedBoxError", "ServerKeys",
     "context_fingerprint", "decrypt_average", "device_key_digest", "encrypt_update", "generate_signing_key",
     "generate_x25519_key", "init_keys", "load_ciphertexts", "load_context", "load_device_keys",
