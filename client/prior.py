@@ -1,7 +1,8 @@
 """Device half of the DP popularity prior (``shared_models/privacy/popularity.py`` has the mechanism).
 
 Before round 1 the server asks every device for a contribution (round id ``PRIOR_ROUND``): the device sends
-its clipped distinct-item histogram plus its noise share, encrypted and signed under HE (weight 1, like a
+its clipped distinct-item histogram (under window-level DP: the capped sum of its training windows' clipped
+histograms) plus its noise share, encrypted and signed under HE (weight 1, like a
 user-level delta), and records that it contributed so a resumed run never gets a second one. Afterwards
 every instruction carries the released sum (encrypted under HE); the device decodes it into the output bias.
 """
@@ -17,6 +18,7 @@ from client.secure import decrypt_shared, device_keys, encode_update
 from shared_models.messages import TrainReply
 from shared_models.model.state import stable_hash
 from shared_models.privacy.popularity import PRIOR_KEY, PRIOR_ROUND, log_prior, prior_contribution
+from shared_models.train.sequences import PAD, user_windows
 
 if TYPE_CHECKING:
     from client.round import RoundInput
@@ -35,10 +37,13 @@ def contribute(inp: "RoundInput") -> TrainReply:
     # a device secret; TESTING ONLY: public per-device values with privacy.reproducible_noise
     seed = (cfg.federated.seed * 7919 + stable_hash(d.data.device_id) if p.reproducible_noise
             else d.store.noise_seed(PRIOR_ROUND))
-    noisy = prior_contribution(d.data.train, d.data.num_items, clip=p.prior_clip,
+    window_level = p.mode == "window"  # the unit is one training window: the windows training cuts, each clipped
+    noisy = prior_contribution(None if window_level else d.data.train, d.data.num_items, clip=p.prior_clip,
                                noise_multiplier=p.prior_noise_multiplier,
                                min_contributors=p.prior_min_contributors,
-                               rng=np.random.default_rng([seed, USER_PRIOR_STREAM]))
+                               rng=np.random.default_rng([seed, USER_PRIOR_STREAM]),
+                               windows=window_items(d.data.train, max_len=cfg.model.max_len) if window_level
+                               else None)
     d.store.record_contribution(PRIOR_ROUND)  # before the contribution leaves the device
     if cfg.he.enabled:
         keys = device_keys(d.keys_dir, d.data.device_id)
@@ -49,6 +54,13 @@ def contribute(inp: "RoundInput") -> TrainReply:
     else:
         reply.shared, reply.num_examples = {PRIOR_KEY: noisy.astype(np.float32)}, 1
     return reply
+
+
+def window_items(train: np.ndarray, *, max_len: int) -> list[np.ndarray]:
+    """The items of each training window a window-level device trains on (``build_windows``, stride 0: every
+    training interaction in exactly one window)."""
+    inputs, targets = user_windows(np.asarray(train, dtype=np.int64), max_len=max_len)
+    return [np.union1d(i[i != PAD], t[t != PAD]) for i, t in zip(inputs, targets)]
 
 
 def decode(released: Any, *, keys_dir: str, device_id: str) -> np.ndarray | None:

@@ -5,7 +5,7 @@ histogram plus its noise share (``client/prior.py``). Under HE the contributions
 ciphertexts (the server never sees a count); without HE each is checked (shape, finite, within the bound an
 honest one has) and summed. With fewer than ``privacy.prior_min_contributors`` valid contributions nothing is
 released (the per-device shares would not add up to the claimed noise). The release is charged to the
-user-level ledger first (one Gaussian step at sample rate 1), then kept in RUN_DIR/server/ so a resumed run
+server's ledger (user- or window-level) first (one Gaussian step at sample rate 1), then kept in RUN_DIR/server/ so a resumed run
 sends the same prior without asking again.
 """
 
@@ -52,8 +52,9 @@ def release_prior(cfg: Config, transport, run_dir: Path, *, num_items: int, keys
     if (released := saved_prior(cfg, run_dir)) is not None:
         return released, {**summary, "released": True}
     if accountant is not None and accountant.would_exceed_prior(p.prior_noise_multiplier):
-        raise RuntimeError(f"the popularity prior alone would exceed privacy.user_target_epsilon = "
-                           f"{p.user_target_epsilon} (raise privacy.prior_noise_multiplier)")
+        key = "target_epsilon" if p.mode == "window" else "user_target_epsilon"
+        raise RuntimeError(f"the popularity prior alone would exceed privacy.{key} = "
+                           f"{getattr(p, key)} (raise privacy.prior_noise_multiplier)")
     nodes = transport.node_ids()
     if cfg.he.enabled:
         state, contributors, rejected = _sum_encrypted(cfg, transport, nodes, num_items, keys_dir, run_dir)

@@ -131,7 +131,11 @@ def window_privacy_summary(cfg: Config, stats: list[RoundStats], accountant) -> 
                           f"rate q={accountant.q:.6g}), clips each kept window's gradient of the shared model to "
                           f"L2 {p.max_grad_norm}, sums them and adds N(0, ({p.noise_multiplier}*{p.max_grad_norm})^2/"
                           f"{f.min_train_nodes}) per coordinate before encryption; weight 1, global -= server_lr * "
-                          f"sum / {p.expected_batch:g}; RDP accountant over {accountant.rounds} rounds"),
+                          f"sum / {p.expected_batch:g}; RDP accountant over {accountant.rounds} rounds"
+                          + (f", composed with the popularity prior's release (the sum of each device's training "
+                             f"windows' distinct-item histograms, each clipped to L2 {p.prior_clip}, every item "
+                             f"capped at {p.prior_clip}; noise multiplier {p.prior_noise_multiplier} on the sum, "
+                             f"sample rate 1, once)" if accountant.prior_charged else "")),
             **_distributed_common(cfg, stats, noise_multiplier=p.noise_multiplier, sections="sections 5 and 7",
                                   what="noisy sum"),
             "example": None}

@@ -152,10 +152,11 @@ class PrivacyConfig:
     # >= min_train_nodes honest devices carries noise std >= user_noise_multiplier * user_clip
     user_noise_multiplier: float = 1.0
     user_target_epsilon: float = 8.0  # the server stops before a round that would pass this user-level epsilon
-    # DP popularity prior (user-level modes and none): before round 1 every device sends its distinct training
-    # items as a 0/1 histogram clipped to L2 norm prior_clip plus a noise share; the (encrypted) sum carries
+    # DP popularity prior (user-level modes, window and none): before round 1 every device sends its distinct training
+    # items as a 0/1 histogram clipped to L2 norm prior_clip (window: the sum of its windows' clipped histograms,
+    # each coordinate capped at prior_clip) plus a noise share; the (encrypted) sum carries
     # N(0, (prior_noise_multiplier * prior_clip)^2) while at least prior_min_contributors devices contribute
-    # (fewer: nothing is released), is released once (composed into the user-level epsilon) and becomes the
+    # (fewer: nothing is released), is released once (composed into the server's epsilon) and becomes the
     # model's output bias log(1 + count). Set prior_min_contributors near the population: each share is smaller.
     prior: bool = False
     prior_clip: float = 1.0

@@ -140,8 +140,8 @@ def _validate_federated(cfg: "Config") -> None:
     if p.mode == "window":
         _validate_window_level(cfg)
     if p.prior:
-        check(p.mode == "none" or p.user_level, "privacy.prior", "false with privacy.mode = 'example' (the "
-              "prior is a user-level release; use mode 'user' or 'example+user')", p.prior)
+        check(p.mode in ("none", "window") or p.user_level, "privacy.prior", "false with privacy.mode = 'example' "
+              "(the prior is a release the server accounts; use mode 'user', 'example+user' or 'window')", p.prior)
         check(p.prior_clip > 0, "privacy.prior_clip", "> 0", p.prior_clip)
         check(p.prior_noise_multiplier >= 0 if p.mode == "none" else p.prior_noise_multiplier > 0,
               "privacy.prior_noise_multiplier", "> 0 (>= 0 with privacy.mode = 'none')", p.prior_noise_multiplier)
@@ -181,8 +181,6 @@ def _validate_window_level(cfg: "Config") -> None:
           "false with privacy.mode = 'window' (a window's shared gradient would depend on personal weights trained "
           "on the device's other windows, so one window could move every other window's gradient)",
           f.personal_short_term)
-    check(not p.prior, "privacy.prior", "false with privacy.mode = 'window' (the prior is accounted per device, "
-          "not per window)", p.prior)
     _check_noisy_sum_encoding(cfg, clip=p.max_grad_norm, noise_multiplier=p.noise_multiplier,
                               clip_key="max_grad_norm", mode="privacy.mode = 'window'",
                               what="one window's clipped gradient plus a noise share")

@@ -12,8 +12,11 @@ import torch
 from shared_models.config import ConfigError, build_config
 from shared_models.datasets.population import population
 from shared_models.privacy import epsilon_from_history
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from shared_models.privacy.popularity import (PRIOR_KEY, contribution_bound, item_histogram, log_prior,
-                                              prior_contribution)
+                                              prior_contribution, window_histogram)
 from simulations.audit.run import audit_run
 from simulations.simulate import simulate
 from tests.fed_helpers import synthetic_csv, tiny_config
@@ -53,9 +56,56 @@ def test_bound_covers_an_honest_contribution():
     assert contribution_bound(clip=1.0, noise_multiplier=2.0, min_contributors=4) == pytest.approx(9.0)
 
 
-def test_prior_is_refused_with_window_level_dp():
+def test_window_histogram_clips_each_window_then_caps_each_item():
+    windows = [np.array([1, 2, 3, 4]), np.array([5, 5]), np.array([4, 6]), np.zeros(0, np.int64)]
+    hist = window_histogram(windows, 8, clip=1.0)
+    half, root = 0.5, 2 ** -0.5  # 4 distinct items: 1/sqrt(4) each; 2 distinct: 1/sqrt(2) each
+    assert hist.tolist() == pytest.approx([0, half, half, half, min(half + root, 1.0), 1.0, root, 0])
+    assert window_histogram([], 8, clip=1.0).tolist() == [0.0] * 8
+    with pytest.raises(ValueError, match="clip"):
+        window_histogram(windows, 8, clip=0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(windows=st.lists(st.lists(st.integers(1, 11), max_size=12), min_size=1, max_size=8),
+       drop=st.integers(0, 7), clip=st.floats(0.1, 5.0))
+def test_one_window_more_or_less_moves_the_window_histogram_at_most_clip(windows, drop, clip):
+    arrays = [np.array(w, dtype=np.int64) for w in windows]
+    without = arrays[:drop % len(arrays)] + arrays[drop % len(arrays) + 1:]
+    a, b = window_histogram(arrays, 12, clip=clip), window_histogram(without, 12, clip=clip)
+    assert np.linalg.norm(a - b) <= clip * (1 + 1e-12)
+    assert a.max(initial=0.0) <= clip and a.min(initial=0.0) >= 0.0  # within contribution_bound's clip term
+
+
+def test_a_contribution_is_per_device_or_per_window_never_both():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="either"):
+        prior_contribution(np.array([1]), 4, clip=1.0, noise_multiplier=0.0, min_contributors=1, rng=rng,
+                           windows=[np.array([1])])
+    with pytest.raises(ValueError, match="either"):
+        prior_contribution(None, 4, clip=1.0, noise_multiplier=0.0, min_contributors=1, rng=rng)
+    per_window = prior_contribution(None, 4, clip=1.0, noise_multiplier=0.0, min_contributors=1, rng=rng,
+                                    windows=[np.array([1]), np.array([2, 3])])
+    assert per_window.tolist() == pytest.approx([0.0, 1.0, 2 ** -0.5, 2 ** -0.5])
+
+
+def test_window_items_are_the_windows_training_cuts():
+    from client.prior import window_items
+    from shared_models.train.sequences import build_windows
+
+    train = np.arange(1, 118)  # 117 distinct items at max-len 50: windows of 51, 51 and the first 15
+    parts = window_items(train, max_len=50)
+    assert len(parts) == len(build_windows([train], max_len=50)) == 3
+    assert [len(p) for p in parts] == [15, 51, 51]
+    assert np.array_equal(np.sort(np.concatenate(parts)), train)  # every interaction in exactly one window
+    assert window_items(train[:1], max_len=50) == []  # no target: no window, the noise share alone
+
+
+def test_prior_is_refused_with_example_level_dp_and_allowed_at_window_level():
     with pytest.raises(ConfigError, match="privacy.prior"):
         build_config({"privacy": {"mode": "example", "prior": True}})
+    assert build_config({"privacy": {"mode": "window", "prior": True},
+                         "federated": {"personal-short-term": False}}).privacy.prior
 
 
 PRIOR = {"mode": "user", "user-noise-multiplier": 1.0, "user-clip": 0.5, "user-target-epsilon": 10_000.0,
@@ -96,6 +146,42 @@ def test_run_releases_the_prior_once_and_composes_it_into_the_claim(tmp_path, he
     assert verdict["verdict"] == "FAIL"  # reproducible noise in tests: the audit refuses such runs ...
     reasons = " ".join(verdict["reasons"])
     assert "prior" not in reasons and "row 1" not in reasons  # ... but not because of the prior's ledger row
+
+
+WINDOW_PRIOR = {"mode": "window", "noise-multiplier": 1.0, "max-grad-norm": 1.0, "window-sample-rate": 1.0,
+                "expected-batch": 8.0, "target-epsilon": 10_000.0, "prior": True, "prior-noise-multiplier": 0.2,
+                "prior-min-contributors": 10}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("he", [False, True])
+def test_window_level_run_releases_the_per_window_prior_and_composes_it_into_the_window_claim(tmp_path, he):
+    from client.prior import window_items
+
+    he_cfg = {"enabled": True, "max-weight": 1, "max-summands": 4096, "clip-range": 8.0} if he else {"enabled": False}
+    cfg = tiny_config(synthetic_csv(tmp_path / "s.csv", users=12), privacy=WINDOW_PRIOR, he=he_cfg,
+                      federated={"num-server-rounds": 2, "clients-per-round": 6, "min-train-nodes": 2,
+                                 "personal-short-term": False})
+    result = simulate(cfg, tmp_path / "run", progress=False, resume=False)
+    p = result["privacy"]
+    assert p["unit"] == "window" and p["prior"]["released"] and p["prior"]["contributors"] == 12
+    assert "windows' distinct-item histograms" in p["mechanism"]  # the claim names what the release protects
+    rows = json.loads((tmp_path / "run" / "server" / "user_ledger.json").read_text())["rounds"]
+    assert rows[0]["round"] == 0 and rows[0]["sample_rate"] == 1.0 and rows[0]["noise_multiplier"] == 0.2
+    history = [(0.2, 1.0, 1)] + [(1.0, p["sample_rate"], 1)] * p["steps"]
+    assert p["epsilon"] == pytest.approx(epsilon_from_history(history, delta=1e-5), rel=1e-9)
+    if not he:  # the release: every device's capped sum of clipped window histograms, plus the shares' noise
+        counts = np.load(tmp_path / "run" / "server" / "prior_sum.npy")
+        true = sum(window_histogram(window_items(d.train, max_len=cfg.model.max_len), len(counts), clip=1.0)
+                   for d in population(cfg).devices)
+        per_device = sum(item_histogram(d.train, len(counts)) / np.linalg.norm(item_histogram(d.train, len(counts)))
+                         for d in population(cfg).devices)
+        residual = counts[1:] - true[1:]
+        assert np.std(residual) == pytest.approx(0.2 * (12 / 10) ** 0.5, rel=0.35) and abs(residual.mean()) < 0.15
+        assert np.std(counts[1:] - per_device[1:]) > 2 * np.std(residual)  # not the per-device histogram
+    verdict = audit_run(tmp_path / "run", verify_log=True)
+    reasons = " ".join(verdict["reasons"])
+    assert "prior" not in reasons and "row 1" not in reasons and "ledger" not in reasons
 
 
 def test_plaintext_server_rejects_a_contribution_beyond_the_honest_bound(tmp_path):
