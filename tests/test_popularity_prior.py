@@ -182,6 +182,7 @@ def test_window_level_run_releases_the_per_window_prior_and_composes_it_into_the
     verdict = audit_run(tmp_path / "run", verify_log=True)
     reasons = " ".join(verdict["reasons"])
     assert "prior" not in reasons and "row 1" not in reasons and "ledger" not in reasons
+    assert verdict["cross_check"]["event"].startswith("Composed([Gaussian(0.2), SelfComposed(PoissonSampled(")
 
 
 def test_plaintext_server_rejects_a_contribution_beyond_the_honest_bound(tmp_path):

@@ -96,7 +96,7 @@ def check_user_crosscheck(claim: Claim, led: DeviceLedger | None) -> CheckResult
     events += [(claim.noise_multiplier, q, steps)] if steps else []
     xc = cross_check(events, ours=ours, delta=claim.delta or 1e-5, orders=orders)
     block = {"library": f"{library_name()} (RdpAccountant, same Renyi orders as the ledger)",
-             "event": f"SelfComposed(PoissonSampled({q:.6g}, Gaussian({claim.noise_multiplier:g})), {steps})",
+             "event": _event_words(claim, q=q, steps=steps),
              "epsilon": _finite(xc.rdp_same_orders), "rdp_library_orders_epsilon": _finite(xc.rdp_library_orders),
              "pld_epsilon": _finite(xc.pld), "pld_replace_one_epsilon": None,
              "max_relative_difference": _finite(xc.relative_difference), "tolerance": REL_TOLERANCE,
@@ -109,6 +109,14 @@ def check_user_crosscheck(claim: Claim, led: DeviceLedger | None) -> CheckResult
         reasons.append(f"claimed {claim.unit}-level epsilon {ours:.4g} is below the {lib} PLD upper bound {xc.pld:.4g} "
                        f"(understated)")
     return CheckResult(block, reasons)
+
+
+def _event_words(claim: Claim, *, q: float, steps: int) -> str:
+    """The dp_accounting event the cross-check composed, in its own notation (the prior's release first)."""
+    rounds = f"SelfComposed(PoissonSampled({q:.6g}, Gaussian({claim.noise_multiplier:g})), {steps})"
+    if claim.prior_noise_multiplier is None:
+        return rounds
+    return f"Composed([Gaussian({claim.prior_noise_multiplier:g}), {rounds}])"
 
 
 def _log_lines(path: Path) -> list[dict[str, Any]]:
