@@ -58,7 +58,8 @@ def contribute(inp: "RoundInput") -> TrainReply:
 
 def window_items(train: np.ndarray, *, max_len: int) -> list[np.ndarray]:
     """The items of each training window a window-level device trains on (``build_windows``, stride 0: every
-    training interaction in exactly one window)."""
+    training interaction in at most one window; the oldest one is in none when ``len(train) % (max_len + 1)
+    == 1``, and training never sees it either)."""
     inputs, targets = user_windows(np.asarray(train, dtype=np.int64), max_len=max_len)
     return [np.union1d(i[i != PAD], t[t != PAD]) for i, t in zip(inputs, targets)]
 

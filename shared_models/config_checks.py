@@ -147,6 +147,12 @@ def _validate_federated(cfg: "Config") -> None:
               "privacy.prior_noise_multiplier", "> 0 (>= 0 with privacy.mode = 'none')", p.prior_noise_multiplier)
         check(p.prior_min_contributors >= 1, "privacy.prior_min_contributors", ">= 1", p.prior_min_contributors)
         check(f.backend != "cohort", "federated.backend", "ray | inline with privacy.prior", f.backend)
+        if cfg.he.enabled:  # an honest contribution (clip + 8 noise-share std, popularity.contribution_bound) must fit
+            bound = p.prior_clip + ENCODING_SIGMAS * p.prior_noise_multiplier * p.prior_clip / math.sqrt(
+                p.prior_min_contributors)
+            check(cfg.he.clip_range >= bound, "he.clip_range",
+                  f">= privacy.prior_clip + {ENCODING_SIGMAS} prior noise-share std = {bound:.4g} (a popularity "
+                  "prior contribution must fit the encoding)", cfg.he.clip_range)
     if p.mode != "none":
         check(p.noise_multiplier > 0, "privacy.noise_multiplier", "> 0", p.noise_multiplier)
         check(p.max_grad_norm > 0, "privacy.max_grad_norm", "> 0", p.max_grad_norm)

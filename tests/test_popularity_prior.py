@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared_models.config import ConfigError, build_config
 from shared_models.datasets.population import population
 from shared_models.privacy import epsilon_from_history
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from shared_models.privacy.popularity import (PRIOR_KEY, contribution_bound, item_histogram, log_prior,
                                               prior_contribution, window_histogram)
 from simulations.audit.run import audit_run
@@ -95,10 +94,46 @@ def test_window_items_are_the_windows_training_cuts():
 
     train = np.arange(1, 118)  # 117 distinct items at max-len 50: windows of 51, 51 and the first 15
     parts = window_items(train, max_len=50)
-    assert len(parts) == len(build_windows([train], max_len=50)) == 3
+    windows = build_windows([train], max_len=50)
+    assert len(parts) == len(windows) == 3
     assert [len(p) for p in parts] == [15, 51, 51]
-    assert np.array_equal(np.sort(np.concatenate(parts)), train)  # every interaction in exactly one window
+    for items, inputs, targets in zip(parts, windows.inputs, windows.targets):  # the same items as training's
+        assert np.array_equal(items, np.union1d(inputs[inputs > 0], targets[targets > 0]))
+    assert np.array_equal(np.sort(np.concatenate(parts)), train)  # every interaction in exactly one window here
+    # 52 = 51 + 1 items: the oldest is in no window, as in training (which never sees it)
+    assert [p.tolist() for p in window_items(np.arange(1, 53), max_len=50)] == [list(range(2, 53))]
     assert window_items(train[:1], max_len=50) == []  # no target: no window, the noise share alone
+    repeats = window_items(np.array([4, 4, 7, 4]), max_len=50)  # repeated items count once per window
+    assert [p.tolist() for p in repeats] == [[4, 7]]
+
+
+def test_the_prior_is_refused_before_anything_is_asked_when_it_alone_would_pass_the_window_target(tmp_path):
+    from server.prior import release_prior
+    from server.user_dp import UserAccountant
+
+    cfg = build_config({"privacy": {"mode": "window", "prior": True, "prior-noise-multiplier": 0.05,
+                                    "target-epsilon": 1.0}, "federated": {"personal-short-term": False}})
+
+    class NoTransport:  # asking a device would be a bug: the refusal comes first
+        def node_ids(self):
+            raise AssertionError("devices were asked")
+
+    with pytest.raises(RuntimeError, match=r"privacy\.target_epsilon = 1\.0"):
+        release_prior(cfg, NoTransport(), tmp_path, num_items=5, keys_dir="",
+                      accountant=UserAccountant(cfg, tmp_path, 100))
+
+
+@pytest.mark.parametrize("mode", ["window", "user"])
+def test_under_he_a_prior_contribution_must_fit_the_encoding(mode):
+    def cfg(min_contributors: int, he: bool = True):
+        return build_config({"privacy": {"mode": mode, "prior": True, "prior-min-contributors": min_contributors},
+                             "federated": {"personal-short-term": False, "min-train-nodes": 10},
+                             "he": {"enabled": he, "clip-range": 8.0, "max-weight": 1}})
+
+    assert cfg(100).privacy.prior  # clip 1 + 8 noise-share std (5 / sqrt(100)) = 5 <= 8
+    with pytest.raises(ConfigError, match=r"he.clip_range.*13\.65"):  # 1 + 8 * 5 / sqrt(10)
+        cfg(10)
+    assert cfg(10, he=False).privacy.prior  # the plaintext server checks each contribution against the bound
 
 
 def test_prior_is_refused_with_example_level_dp_and_allowed_at_window_level():
