@@ -41,9 +41,10 @@ def check_values(x: np.ndarray, cfg: HEConfig) -> np.ndarray:
     if v.size and not np.isfinite(v).all():
         raise EncodingRangeError("update contains NaN or inf")
     if v.size and np.abs(v).max() > cfg.clip_range:
-        idx = int(np.abs(v).argmax())
-        raise EncodingRangeError(
-            f"|x[{idx}]| = {abs(v[idx]):.6g} exceeds clip_range={cfg.clip_range}")
+        # neither the coordinate nor its value: the message reaches the server in the device's error reply, and
+        # under DP both depend on the device's data (an item index of the popularity prior, for one)
+        raise EncodingRangeError(f"an entry of {v.size} exceeds clip_range={cfg.clip_range} (which one and its "
+                                 "value stay on the device)")
     return v
 
 
