@@ -52,9 +52,8 @@ def release_prior(cfg: Config, transport, run_dir: Path, *, num_items: int, keys
     if (released := saved_prior(cfg, run_dir)) is not None:
         return released, {**summary, "released": True}
     if accountant is not None and accountant.would_exceed_prior(p.prior_noise_multiplier):
-        key = "target_epsilon" if p.mode == "window" else "user_target_epsilon"
-        raise RuntimeError(f"the popularity prior alone would exceed privacy.{key} = "
-                           f"{getattr(p, key)} (raise privacy.prior_noise_multiplier)")
+        raise RuntimeError(f"the popularity prior alone would exceed {accountant.target_key} = "
+                           f"{accountant.ledger.target_epsilon} (raise privacy.prior_noise_multiplier)")
     nodes = transport.node_ids()
     if cfg.he.enabled:
         state, contributors, rejected = _sum_encrypted(cfg, transport, nodes, num_items, keys_dir, run_dir)

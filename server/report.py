@@ -105,9 +105,8 @@ def user_privacy_summary(cfg: Config, run_dir: Path, pop, stats: list[RoundStats
                           f"delta to L2 {p.user_clip} and adds N(0, ({p.user_noise_multiplier}*{p.user_clip})^2/"
                           f"{f.min_train_nodes}) per coordinate before encryption; fixed weight 1, fixed "
                           f"denominator {f.clients_per_round}; RDP accountant over {accountant.rounds} rounds"
-                          + (f", composed with the popularity prior's release (each device's distinct-item "
-                             f"histogram clipped to L2 {p.prior_clip}, noise multiplier {p.prior_noise_multiplier} "
-                             f"on the sum, sample rate 1, once)" if accountant.prior_charged else "")),
+                          + _prior_words(p, accountant, what=f"each device's distinct-item histogram clipped to L2 "
+                                                                  f"{p.prior_clip}")),
             **_distributed_common(cfg, stats, noise_multiplier=p.user_noise_multiplier, sections="section 5",
                                   what="noisy delta"),
             "example": example}
@@ -132,13 +131,20 @@ def window_privacy_summary(cfg: Config, stats: list[RoundStats], accountant) -> 
                           f"L2 {p.max_grad_norm}, sums them and adds N(0, ({p.noise_multiplier}*{p.max_grad_norm})^2/"
                           f"{f.min_train_nodes}) per coordinate before encryption; weight 1, global -= server_lr * "
                           f"sum / {p.expected_batch:g}; RDP accountant over {accountant.rounds} rounds"
-                          + (f", composed with the popularity prior's release (the sum of each device's training "
-                             f"windows' distinct-item histograms, each clipped to L2 {p.prior_clip}, every item "
-                             f"capped at {p.prior_clip}; noise multiplier {p.prior_noise_multiplier} on the sum, "
-                             f"sample rate 1, once)" if accountant.prior_charged else "")),
+                          + _prior_words(p, accountant, what=f"the sum of each device's training windows' "
+                                         f"distinct-item histograms, each clipped to L2 {p.prior_clip}, every item "
+                                         f"capped at {p.prior_clip}")),
             **_distributed_common(cfg, stats, noise_multiplier=p.noise_multiplier, sections="sections 5 and 7",
                                   what="noisy sum"),
             "example": None}
+
+
+def _prior_words(p, accountant, *, what: str) -> str:
+    """The mechanism's clause for the popularity prior's release, when the ledger charged one."""
+    if not accountant.prior_charged:
+        return ""
+    return (f", composed with the popularity prior's release ({what}; noise multiplier "
+            f"{p.prior_noise_multiplier} on the sum, sample rate 1, once)")
 
 
 def _accounted(cfg: Config, stats: list[RoundStats], accountant) -> dict[str, Any]:

@@ -98,10 +98,14 @@ class UserAccountant:
             # only add devices that never sent a noisy delta for this round
             return ""
         if self.ledger.would_exceed(noise_multiplier=self.noise_multiplier, sample_rate=self.q, num_steps=1):
-            key = "user_target_epsilon" if self.unit == "user" else "target_epsilon"
-            return (f"{self.unit}-level epsilon {self.ledger.epsilon():.3f} would exceed privacy.{key}="
+            return (f"{self.unit}-level epsilon {self.ledger.epsilon():.3f} would exceed {self.target_key}="
                     f"{self.ledger.target_epsilon} with round {round_id}")
         return ""
+
+    @property
+    def target_key(self) -> str:
+        """The config key of this ledger's budget."""
+        return "privacy.user_target_epsilon" if self.unit == "user" else "privacy.target_epsilon"
 
     def would_exceed_prior(self, noise_multiplier: float) -> bool:
         """Would the popularity prior's release (one Gaussian step at sample rate 1) pass the target?"""

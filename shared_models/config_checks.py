@@ -147,9 +147,11 @@ def _validate_federated(cfg: "Config") -> None:
               "privacy.prior_noise_multiplier", "> 0 (>= 0 with privacy.mode = 'none')", p.prior_noise_multiplier)
         check(p.prior_min_contributors >= 1, "privacy.prior_min_contributors", ">= 1", p.prior_min_contributors)
         check(f.backend != "cohort", "federated.backend", "ray | inline with privacy.prior", f.backend)
-        if cfg.he.enabled:  # an honest contribution (clip + 8 noise-share std, popularity.contribution_bound) must fit
-            bound = p.prior_clip + ENCODING_SIGMAS * p.prior_noise_multiplier * p.prior_clip / math.sqrt(
-                p.prior_min_contributors)
+        if cfg.he.enabled:  # an honest contribution must fit the encoding
+            from shared_models.privacy.popularity import contribution_bound
+
+            bound = contribution_bound(clip=p.prior_clip, noise_multiplier=p.prior_noise_multiplier,
+                                       min_contributors=p.prior_min_contributors, sigmas=ENCODING_SIGMAS)
             check(cfg.he.clip_range >= bound, "he.clip_range",
                   f">= privacy.prior_clip + {ENCODING_SIGMAS} prior noise-share std = {bound:.4g} (a popularity "
                   "prior contribution must fit the encoding)", cfg.he.clip_range)

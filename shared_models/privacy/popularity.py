@@ -50,11 +50,7 @@ def window_histogram(windows: Sequence[np.ndarray], num_items: int, *, clip: flo
         raise ValueError(f"clip must be > 0, got {clip}")
     total = np.zeros(num_items, dtype=np.float64)
     for items in windows:
-        hist = item_histogram(items, num_items)
-        norm = float(np.sqrt(hist.sum()))  # a 0/1 vector: its L2 norm is sqrt(its count)
-        if norm > clip:
-            hist *= clip / norm
-        total += hist
+        total += clip_l2(item_histogram(items, num_items), clip=clip)[0]
     return np.minimum(total, clip)
 
 
